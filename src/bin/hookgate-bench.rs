@@ -1,0 +1,491 @@
+//! Benchmarks that run in one process on loopback, each against a baseline in the same run so
+//! the figures are ratios on this machine, not absolute numbers from a noisy one.
+//!
+//! - `inbound`: unique signed Twilio status callbacks over keep-alive connections; acks/s and
+//!   p50/p99 ack latency for hookgate (durable, SQLite `synchronous=FULL`) and for a bare axum
+//!   handler answering 204, then hookgate's latency at half its measured rate.
+//! - `delivery`: callbacks in, signed deliveries out to a local receiver answering 200;
+//!   deliveries/s for N subscriptions, and end-to-end latency (ack → receiver) at a steady rate.
+//! - `backlog`: memory (RSS) of a gateway holding a large backlog of pending deliveries.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use clap::{Parser, Subcommand};
+use hookgate::cli::twilio_request;
+use hookgate::providers::Route;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(about = "hookgate benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Inbound ack rate and latency against a bare handler.
+    Inbound {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// `sqlite` (default) or a postgres:// URL.
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Delivery throughput and end-to-end latency.
+    Delivery {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Steady rate for the latency run (callbacks/s).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Resident memory with a backlog of pending deliveries.
+    Backlog {
+        #[arg(long, default_value_t = 1_000_000)]
+        deliveries: usize,
+    },
+}
+
+const TOKEN: &str = "bench-token";
+
+struct Gateway {
+    base: String,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_gateway(database: Option<&str>, extra: &[(&str, &str)]) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut map = BTreeMap::new();
+    let db = match database {
+        Some(url) if url.starts_with("postgres") => url.to_owned(),
+        _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
+    for (k, v) in [
+        ("database_url", db.as_str()),
+        ("admin_token", "bench-admin"),
+        ("allow_http_targets", "true"),
+        ("allow_private_targets", "127.0.0.0/8"),
+    ] {
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    for (k, v) in extra {
+        map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    map.insert("listen".into(), addr.to_string());
+    let config = hookgate::config::Config::from_map(&map).unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(hookgate::run(config, listener, shutdown.clone()));
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin = |m: reqwest::Method, p: &str, b: serde_json::Value| {
+        client
+            .request(m, format!("{base}{p}"))
+            .bearer_auth("bench-admin")
+            .json(&b)
+            .send()
+    };
+    let tenant = format!("bench{}", rand_suffix());
+    admin(reqwest::Method::POST, "/v1/tenants", json!({"id": "bench"}))
+        .await
+        .unwrap();
+    let _ = tenant;
+    admin(
+        reqwest::Method::PUT,
+        "/v1/tenants/bench/providers/twilio",
+        json!({"auth_tokens": [TOKEN]}),
+    )
+    .await
+    .unwrap();
+    Gateway {
+        base,
+        shutdown,
+        handle,
+        _dir: dir,
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::process::id()
+}
+
+impl Gateway {
+    async fn subscribe(&self, url: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/tenants/bench/subscriptions", self.base))
+            .bearer_auth("bench-admin")
+            .json(&json!({"url": url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+/// A bare axum server answering 204 on the status route (the baseline).
+async fn start_bare() -> (String, CancellationToken) {
+    let app = axum::Router::new().route(
+        Route::TwilioStatus.path(),
+        post(|_body: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(s.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (base, stop)
+}
+
+struct Stats {
+    count: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+    /// Ack time of each callback, by call id (for end-to-end latency).
+    acks: Vec<(String, Instant)>,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&mut self, p: f64) -> Duration {
+        pct(&mut self.lat, p)
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+async fn send_one(client: &reqwest::Client, base: &str) -> Option<(String, Duration, Instant)> {
+    let sid = format!(
+        "CA{:032x}",
+        SEQ.fetch_add(1, Ordering::Relaxed) as u128 | ((std::process::id() as u128) << 64)
+    );
+    let req = twilio_request(Route::TwilioStatus, "bench", TOKEN, base, "completed", &sid);
+    let mut b = client
+        .post(format!("{base}{}", req.path_and_query))
+        .body(req.body);
+    for (k, v) in &req.headers {
+        b = b.header(k, v);
+    }
+    let t = Instant::now();
+    let r = b.send().await.ok()?;
+    let ok = r.status().is_success();
+    let _ = r.bytes().await;
+    let done = Instant::now();
+    ok.then(|| (sid, done - t, done))
+}
+
+/// As many callbacks as `connections` workers can send in `dur`.
+async fn closed_loop(base: &str, connections: usize, dur: Duration) -> Stats {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let client = client.clone();
+        let base = base.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut acks = Vec::new();
+            while Instant::now() < deadline {
+                if let Some((sid, d, at)) = send_one(&client, &base).await {
+                    lat.push(d);
+                    acks.push((sid, at));
+                }
+            }
+            (lat, acks)
+        }));
+    }
+    let mut stats = Stats {
+        count: 0,
+        elapsed: Duration::ZERO,
+        lat: Vec::new(),
+        acks: Vec::new(),
+    };
+    for t in tasks {
+        let (l, a) = t.await.unwrap();
+        stats.lat.extend(l);
+        stats.acks.extend(a);
+    }
+    stats.elapsed = start.elapsed();
+    stats.count = stats.lat.len();
+    stats
+}
+
+/// A steady `rate` of callbacks for `dur`.
+async fn open_loop(base: &str, rate: f64, dur: Duration) -> Stats {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let out = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let mut tasks = tokio::task::JoinSet::new();
+    while start.elapsed() < dur {
+        tick.tick().await;
+        let client = client.clone();
+        let base = base.to_owned();
+        let out = out.clone();
+        tasks.spawn(async move {
+            if let Some((sid, d, at)) = send_one(&client, &base).await {
+                let mut o = out.lock().unwrap();
+                o.0.push(d);
+                o.1.push((sid, at));
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let (lat, acks) = std::mem::take(&mut *out.lock().unwrap());
+    Stats {
+        count: lat.len(),
+        elapsed: start.elapsed(),
+        lat,
+        acks,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn inbound(seconds: u64, connections: usize, database: Option<String>) {
+    let dur = Duration::from_secs(seconds);
+    let (bare, stop) = start_bare().await;
+    let _ = closed_loop(&bare, connections, Duration::from_secs(1)).await; // warm-up
+    let mut base_stats = closed_loop(&bare, connections, dur).await;
+    stop.cancel();
+    let gw = start_gateway(database.as_deref(), &[]).await;
+    let _ = closed_loop(&gw.base, connections, Duration::from_secs(1)).await;
+    let mut hg = closed_loop(&gw.base, connections, dur).await;
+    let half = hg.rate() / 2.0;
+    let mut steady = open_loop(&gw.base, half, dur).await;
+    println!("inbound benchmark: {connections} keep-alive connections, {seconds} s per run");
+    println!("| run | acks/s | p50 | p99 |\n|---|---|---|---|");
+    println!(
+        "| bare axum 204 | {:.0} | {} | {} |",
+        base_stats.rate(),
+        ms(base_stats.pct(0.5)),
+        ms(base_stats.pct(0.99))
+    );
+    println!(
+        "| hookgate (durable) | {:.0} | {} | {} |",
+        hg.rate(),
+        ms(hg.pct(0.5)),
+        ms(hg.pct(0.99))
+    );
+    println!(
+        "| hookgate at {half:.0}/s (half) | {:.0} | {} | {} |",
+        steady.rate(),
+        ms(steady.pct(0.5)),
+        ms(steady.pct(0.99))
+    );
+    println!(
+        "ratio hookgate/bare: {:.1}%",
+        100.0 * hg.rate() / base_stats.rate()
+    );
+    gw.stop().await;
+}
+
+/// A receiver answering 200 that records when each event arrived (by call id).
+async fn start_receiver() -> (String, Arc<Mutex<Vec<(String, Instant)>>>) {
+    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let s = s.clone();
+            async move {
+                let at = Instant::now();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let id = v["data"]["call_id"].as_str().unwrap_or("").to_owned();
+                s.lock().unwrap().push((id, at));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+async fn wait_count(seen: &Mutex<Vec<(String, Instant)>>, n: usize, limit: Duration) -> Instant {
+    let deadline = Instant::now() + limit;
+    loop {
+        let len = seen.lock().unwrap().len();
+        if len >= n || Instant::now() > deadline {
+            return seen
+                .lock()
+                .unwrap()
+                .last()
+                .map(|l| l.1)
+                .unwrap_or_else(Instant::now);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn delivery(seconds: u64, connections: usize, rate: u64, database: Option<String>) {
+    let dur = Duration::from_secs(seconds);
+    println!("delivery benchmark: {connections} connections in, {seconds} s per run");
+    println!(
+        "| run | callbacks/s accepted | deliveries/s | all delivered after |\n|---|---|---|---|"
+    );
+    for subs in [1usize, 5] {
+        let gw = start_gateway(database.as_deref(), &[]).await;
+        let (url, seen) = start_receiver().await;
+        for _ in 0..subs {
+            gw.subscribe(&url).await;
+        }
+        let start = Instant::now();
+        let stats = closed_loop(&gw.base, connections, dur).await;
+        let expected = stats.count * subs;
+        let last = wait_count(&seen, expected, Duration::from_secs(120)).await;
+        let delivered = seen.lock().unwrap().len();
+        let span = last.duration_since(start);
+        println!(
+            "| {subs} subscription(s) | {:.0} | {:.0} | {:.1} s ({delivered}/{expected}) |",
+            stats.rate(),
+            delivered as f64 / span.as_secs_f64(),
+            span.as_secs_f64()
+        );
+        gw.stop().await;
+    }
+    let gw = start_gateway(database.as_deref(), &[]).await;
+    let (url, seen) = start_receiver().await;
+    gw.subscribe(&url).await;
+    let stats = open_loop(&gw.base, rate as f64, dur).await;
+    wait_count(&seen, stats.count, Duration::from_secs(30)).await;
+    let arrivals: std::collections::HashMap<String, Instant> =
+        seen.lock().unwrap().iter().cloned().collect();
+    let mut e2e: Vec<Duration> = stats
+        .acks
+        .iter()
+        .filter_map(|(sid, ack)| arrivals.get(sid).map(|a| a.saturating_duration_since(*ack)))
+        .collect();
+    let n = e2e.len();
+    println!(
+        "end-to-end (provider ack → receiver) at {rate}/s for {seconds} s: p50 {} p99 {} ({n} events)",
+        ms(pct(&mut e2e, 0.5)),
+        ms(pct(&mut e2e, 0.99))
+    );
+    gw.stop().await;
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn backlog(deliveries: usize) {
+    // The receiver is down: every delivery stays pending and is retried.
+    let gw = start_gateway(None, &[("retry_schedule", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s")]).await;
+    gw.subscribe("http://127.0.0.1:9/hook").await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    println!("| pending deliveries | RSS |\n|---|---|");
+    println!("| 0 | {:.0} MiB |", rss_mib());
+    let done = Arc::new(AtomicBool::new(false));
+    let mut sent = 0usize;
+    let step = deliveries / 4;
+    let mut next_report = step;
+    while sent < deliveries {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let client = client.clone();
+            let base = gw.base.clone();
+            set.spawn(async move {
+                let mut n = 0;
+                for _ in 0..50 {
+                    if send_one(&client, &base).await.is_some() {
+                        n += 1;
+                    }
+                }
+                n
+            });
+        }
+        while let Some(n) = set.join_next().await {
+            sent += n.unwrap_or(0);
+        }
+        if sent >= next_report {
+            println!("| {sent} | {:.0} MiB |", rss_mib());
+            next_report += step;
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("| {sent} (after 5 s of retrying) | {:.0} MiB |", rss_mib());
+    gw.stop().await;
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Inbound {
+                seconds,
+                connections,
+                database,
+            } => inbound(seconds, connections, database).await,
+            Cmd::Delivery {
+                seconds,
+                connections,
+                rate,
+                database,
+            } => delivery(seconds, connections, rate, database).await,
+            Cmd::Backlog { deliveries } => backlog(deliveries).await,
+        }
+    });
+}

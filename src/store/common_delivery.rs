@@ -1,0 +1,580 @@
+// The delivery queue and subscriptions, shared by every SQL backend (included like `common.rs`;
+// the backend also defines `CLAIM_SUFFIX`, the row-locking clause of the claim query).
+
+use crate::store::{AttemptRecord, AttemptRow, DeliveryRow, Finish, SubscriptionRow};
+
+type SubTuple = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    String,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+const SUB_COLUMNS: &str = "id, tenant_id, url, event_types, description, enabled, secret, old_secret, \
+     old_secret_expires_at, failed_streak, disabled_reason, created_at, updated_at, seq";
+
+fn sub_of(t: SubTuple) -> (i64, SubscriptionRow) {
+    (
+        t.13,
+        SubscriptionRow {
+            id: t.0,
+            tenant_id: t.1,
+            url: t.2,
+            event_types: serde_json::from_str(&t.3).unwrap_or_default(),
+            description: t.4,
+            enabled: t.5,
+            secret: t.6,
+            old_secret: t.7,
+            old_secret_expires_at: t.8,
+            failed_streak: t.9,
+            disabled_reason: t.10,
+            created_at: t.11,
+            updated_at: t.12,
+        },
+    )
+}
+
+type JobTuple = (String, String, String, String, String, i64, String, String);
+/// id, event_id, tenant_id, attempts, next_attempt_at, locked_until, body, type.
+type ChainHeadRow = (String, String, String, i64, i64, Option<i64>, String, String);
+
+const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.tenant_id, d.subscription_id, d.ordering_key, d.attempts, e.body, e.type \
+     FROM deliveries d JOIN events e ON e.id = d.event_id \
+     WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until < $1) \
+     AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = d.subscription_id \
+     AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) \
+     ORDER BY d.next_attempt_at LIMIT $2";
+
+fn job_of(t: JobTuple) -> Job {
+    Job {
+        delivery_id: t.0,
+        event_id: t.1,
+        tenant_id: t.2,
+        subscription_id: t.3,
+        ordering_key: t.4,
+        attempt: t.5 as u32 + 1,
+        body: t.6.into(),
+        event_type: t.7,
+    }
+}
+
+impl Backend {
+    async fn lease_in_tx(
+        &self,
+        conn: &mut <Db as sqlx::Database>::Connection,
+        delivery_id: &str,
+        now: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3")
+            .bind(now + self.lease_ms)
+            .bind(&self.instance_id)
+            .bind(delivery_id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Leases the next delivery of a chain when it is due and free.
+    async fn claim_chain_next(
+        &self,
+        conn: &mut <Db as sqlx::Database>::Connection,
+        subscription: &str,
+        ordering_key: &str,
+        now: i64,
+    ) -> sqlx::Result<Option<Job>> {
+        let row: Option<ChainHeadRow> = sqlx::query_as(
+            "SELECT d.id, d.event_id, d.tenant_id, d.attempts, d.next_attempt_at, d.locked_until, e.body, e.type \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.subscription_id = $1 AND d.ordering_key = $2 AND d.status = 'pending' ORDER BY d.seq LIMIT 1",
+        )
+        .bind(subscription)
+        .bind(ordering_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((id, event_id, tenant_id, attempts, next_at, locked_until, body, event_type)) = row else {
+            return Ok(None);
+        };
+        if next_at > now || locked_until.is_some_and(|l| l >= now) {
+            return Ok(None);
+        }
+        self.lease_in_tx(conn, &id, now).await?;
+        Ok(Some(Job {
+            delivery_id: id,
+            event_id,
+            tenant_id,
+            subscription_id: subscription.to_owned(),
+            ordering_key: ordering_key.to_owned(),
+            attempt: attempts as u32 + 1,
+            body: body.into(),
+            event_type,
+        }))
+    }
+
+    /// Disables a subscription, fails its pending deliveries, and emits `subscription.disabled`
+    /// to the tenant's other subscriptions.
+    async fn disable_in_tx(
+        &self,
+        conn: &mut <Db as sqlx::Database>::Connection,
+        subscription: &str,
+        reason: &str,
+        now: i64,
+        jobs: &mut Vec<Job>,
+    ) -> sqlx::Result<()> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2, updated_at = $3 \
+             WHERE id = $1 AND enabled = TRUE RETURNING tenant_id, url",
+        )
+        .bind(subscription)
+        .bind(reason)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((tenant, url)) = row else { return Ok(()) };
+        Self::fail_pending_in_tx(conn, subscription, "subscription disabled", now).await?;
+        let at = crate::store::from_ms(now);
+        let ev = crate::event::NewEvent {
+            event: crate::event::Event {
+                id: crate::event::new_event_id(),
+                event_type: crate::event::EventType::SubscriptionDisabled.as_str().to_owned(),
+                timestamp: crate::event::rfc3339(at),
+                tenant_id: tenant,
+                data: serde_json::json!({"subscription_id": subscription, "url": url, "reason": reason}),
+                source: crate::event::Source {
+                    provider: "hookgate".to_owned(),
+                    provider_event_id: None,
+                    received_at: crate::event::rfc3339(at),
+                },
+            },
+            event_type: crate::event::EventType::SubscriptionDisabled,
+            subject: None,
+        };
+        let mut cache = CommonHashMap::new();
+        self.insert_event_in_tx(conn, &ev, now, &mut cache, jobs).await
+    }
+
+    async fn fail_pending_in_tx(
+        conn: &mut <Db as sqlx::Database>::Connection,
+        subscription: &str,
+        why: &str,
+        now: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'failed', last_error = $2, locked_until = NULL, locked_by = NULL, updated_at = $3 \
+             WHERE subscription_id = $1 AND status = 'pending'",
+        )
+        .bind(subscription)
+        .bind(why)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_in_tx(
+        &self,
+        conn: &mut <Db as sqlx::Database>::Connection,
+        r: &AttemptRecord,
+        now: i64,
+        jobs: &mut Vec<Job>,
+    ) -> sqlx::Result<()> {
+        let j = &r.job;
+        if r.finish != Finish::Dropped {
+            sqlx::query(
+                "INSERT INTO attempts (id, delivery_id, tenant_id, event_id, subscription_id, attempt, status_code, \
+                 error, response_body, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(crate::event::prefixed_id("att_"))
+            .bind(&j.delivery_id)
+            .bind(&j.tenant_id)
+            .bind(&j.event_id)
+            .bind(&j.subscription_id)
+            .bind(j.attempt as i64)
+            .bind(r.status_code.map(i64::from))
+            .bind(r.error.as_deref())
+            .bind(r.response_body.as_deref())
+            .bind(r.latency_ms)
+            .bind(r.at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let (status, next_at) = match r.finish {
+            Finish::Succeeded => ("succeeded", None),
+            Finish::Failed | Finish::Gone | Finish::Dropped => ("failed", None),
+            Finish::Retry { next_at } => ("pending", Some(next_at)),
+        };
+        let attempts = if r.finish == Finish::Dropped { j.attempt as i64 - 1 } else { j.attempt as i64 };
+        sqlx::query(
+            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
+             locked_until = NULL, locked_by = NULL, last_status_code = $5, last_error = $6, updated_at = $7 \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(&j.delivery_id)
+        .bind(status)
+        .bind(attempts)
+        .bind(next_at)
+        .bind(r.status_code.map(i64::from))
+        .bind(r.error.as_deref())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        match r.finish {
+            Finish::Succeeded => {
+                sqlx::query("UPDATE subscriptions SET failed_streak = 0 WHERE id = $1 AND failed_streak <> 0")
+                    .bind(&j.subscription_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Finish::Failed => {
+                let streak: Option<(i64,)> = sqlx::query_as(
+                    "UPDATE subscriptions SET failed_streak = failed_streak + 1 WHERE id = $1 RETURNING failed_streak",
+                )
+                .bind(&j.subscription_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if streak.is_some_and(|(n,)| n >= crate::store::DISABLE_AFTER_FAILURES) {
+                    let reason = format!("the last {} deliveries failed", crate::store::DISABLE_AFTER_FAILURES);
+                    self.disable_in_tx(conn, &j.subscription_id, &reason, now, jobs).await?;
+                }
+            }
+            Finish::Gone => {
+                self.disable_in_tx(conn, &j.subscription_id, "the receiver answered 410 Gone", now, jobs)
+                    .await?;
+            }
+            Finish::Retry { .. } | Finish::Dropped => {}
+        }
+        if matches!(r.finish, Finish::Succeeded | Finish::Failed) {
+            if let Some(next) = self.claim_chain_next(conn, &j.subscription_id, &j.ordering_key, now).await? {
+                jobs.push(next);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::DeliveryStore for Backend {
+    async fn create_subscription(&self, s: &SubscriptionRow) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO subscriptions (id, tenant_id, url, event_types, description, enabled, secret, old_secret, \
+             old_secret_expires_at, failed_streak, disabled_reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant_id)
+        .bind(&s.url)
+        .bind(serde_json::to_string(&s.event_types).unwrap_or_default())
+        .bind(s.description.as_deref())
+        .bind(s.enabled)
+        .bind(&s.secret)
+        .bind(s.old_secret.as_deref())
+        .bind(s.old_secret_expires_at)
+        .bind(s.failed_streak)
+        .bind(s.disabled_reason.as_deref())
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_subscription(&self, tenant: &str, id: &str) -> StoreResult<Option<SubscriptionRow>> {
+        let row: Option<SubTuple> =
+            sqlx::query_as(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND id = $2"))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|t| sub_of(t).1))
+    }
+
+    async fn subscription_by_id(&self, id: &str) -> StoreResult<Option<SubscriptionRow>> {
+        let row: Option<SubTuple> = sqlx::query_as(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|t| sub_of(t).1))
+    }
+
+    async fn list_subscriptions(&self, tenant: &str, page: Page) -> StoreResult<Vec<(i64, SubscriptionRow)>> {
+        let rows: Vec<SubTuple> = sqlx::query_as(&format!(
+            "SELECT {SUB_COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(page.after.unwrap_or(0))
+        .bind(page.limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(sub_of).collect())
+    }
+
+    async fn update_subscription(&self, s: &SubscriptionRow) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE subscriptions SET url = $3, event_types = $4, description = $5, enabled = $6, secret = $7, \
+             old_secret = $8, old_secret_expires_at = $9, failed_streak = $10, disabled_reason = $11, updated_at = $12 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(&s.tenant_id)
+        .bind(&s.id)
+        .bind(&s.url)
+        .bind(serde_json::to_string(&s.event_types).unwrap_or_default())
+        .bind(s.description.as_deref())
+        .bind(s.enabled)
+        .bind(&s.secret)
+        .bind(s.old_secret.as_deref())
+        .bind(s.old_secret_expires_at)
+        .bind(s.failed_streak)
+        .bind(s.disabled_reason.as_deref())
+        .bind(s.updated_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("subscription"));
+        }
+        if !s.enabled {
+            Self::fail_pending_in_tx(&mut tx, &s.id, "subscription disabled", now_ms()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_subscription(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM subscriptions WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            Self::fail_pending_in_tx(&mut tx, id, "subscription deleted", now_ms()).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn claim_due(&self, limit: i64, skip_subscriptions: &[String]) -> StoreResult<Vec<Job>> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<JobTuple> = sqlx::query_as(&format!("{CLAIM_SQL} {CLAIM_SUFFIX}"))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            if skip_subscriptions.contains(&row.3) {
+                continue;
+            }
+            self.lease_in_tx(&mut tx, &row.0, now).await?;
+            jobs.push(job_of(row));
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn release_own_leases(&self) -> StoreResult<()> {
+        if RELEASE_LEASES_ON_START {
+            let mut tx = self.begin_write().await?;
+            sqlx::query("UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE status = 'pending' AND locked_until IS NOT NULL")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn renew_lease(&self, delivery_id: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3 AND status = 'pending' \
+             AND (locked_by = $2 OR locked_until IS NULL OR locked_until < $4)",
+        )
+        .bind(now + self.lease_ms)
+        .bind(&self.instance_id)
+        .bind(delivery_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Job>> {
+        let now = now_ms();
+        let mut jobs = Vec::new();
+        let mut tx = self.begin_write().await?;
+        for r in records {
+            self.record_in_tx(&mut tx, r, now, &mut jobs).await?;
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn redeliver(&self, tenant: &str, event_id: &str, subscription: Option<&str>) -> StoreResult<Vec<Job>> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let ev: Option<(String, Option<String>, String)> =
+            sqlx::query_as("SELECT type, subject, body FROM events WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((event_type, subject, body)) = ev else {
+            return Err(StoreError::NotFound("event"));
+        };
+        let subs = Self::subscriptions_of(&mut tx, tenant).await?;
+        let targets: Vec<String> = match subscription {
+            Some(id) => match subs.iter().find(|(s, _)| s == id) {
+                Some((s, _)) => vec![s.clone()],
+                None => return Err(StoreError::NotFound("enabled subscription")),
+            },
+            None => subs
+                .into_iter()
+                .filter(|(_, f)| f.iter().any(|f| filter_matches(f, &event_type)))
+                .map(|(s, _)| s)
+                .collect(),
+        };
+        let stored = StoredEventRef {
+            id: event_id,
+            tenant,
+            event_type: &event_type,
+            ordering_key: subject.as_deref().unwrap_or(event_id),
+            chained: subject.is_some(),
+            body: body.into(),
+        };
+        let mut jobs = Vec::new();
+        self.insert_deliveries_in_tx(&mut tx, &stored, &targets, now, &mut jobs).await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn insert_event_for(&self, ev: &crate::event::NewEvent, subscription: &str) -> StoreResult<Job> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let body = ev.body();
+        sqlx::query("INSERT INTO events (id, tenant_id, type, subject, body, created_at) VALUES ($1, $2, $3, NULL, $4, $5)")
+            .bind(&ev.event.id)
+            .bind(&ev.event.tenant_id)
+            .bind(ev.event_type.as_str())
+            .bind(&body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let stored = StoredEventRef {
+            id: &ev.event.id,
+            tenant: &ev.event.tenant_id,
+            event_type: ev.event_type.as_str(),
+            ordering_key: &ev.event.id,
+            chained: false,
+            body: body.into(),
+        };
+        let mut jobs = Vec::new();
+        self.insert_deliveries_in_tx(&mut tx, &stored, &[subscription.to_owned()], now, &mut jobs)
+            .await?;
+        tx.commit().await?;
+        jobs.pop().ok_or(StoreError::NotFound("subscription"))
+    }
+
+    async fn recover(&self, tenant: &str, subscription: &str, since_ms: i64) -> StoreResult<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $4, locked_until = NULL, \
+             locked_by = NULL, updated_at = $4 WHERE tenant_id = $1 AND subscription_id = $2 AND status = 'failed' \
+             AND updated_at >= $3",
+        )
+        .bind(tenant)
+        .bind(subscription)
+        .bind(since_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        subscription: Option<&str>,
+        page: Page,
+    ) -> StoreResult<Vec<DeliveryRow>> {
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(i64, String, String, String, String, i64, i64, Option<i64>, Option<String>, i64, i64)> =
+            sqlx::query_as(
+                "SELECT seq, id, event_id, subscription_id, status, attempts, next_attempt_at, last_status_code, \
+                 last_error, created_at, updated_at FROM deliveries WHERE tenant_id = $1 AND seq < $2 \
+                 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR subscription_id = $4) ORDER BY seq DESC LIMIT $5",
+            )
+            .bind(tenant)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(status)
+            .bind(subscription)
+            .bind(page.limit)
+            .fetch_all(&self.read)
+            .await?;
+        let t = |ms: i64| crate::event::rfc3339_ms(crate::store::from_ms(ms));
+        Ok(rows
+            .into_iter()
+            .map(|r| DeliveryRow {
+                seq: r.0,
+                id: r.1,
+                event_id: r.2,
+                subscription_id: r.3,
+                next_attempt_at: (r.4 == "pending").then(|| t(r.6)),
+                status: r.4,
+                attempts: r.5,
+                last_status_code: r.7,
+                last_error: r.8,
+                created_at: t(r.9),
+                updated_at: t(r.10),
+            })
+            .collect())
+    }
+
+    async fn list_attempts(&self, tenant: &str, event_id: &str) -> StoreResult<Vec<AttemptRow>> {
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(String, String, String, String, i64, Option<i64>, Option<String>, Option<String>, i64, i64)> =
+            sqlx::query_as(
+                "SELECT id, delivery_id, event_id, subscription_id, attempt, status_code, error, response_body, \
+                 latency_ms, created_at FROM attempts WHERE tenant_id = $1 AND event_id = $2 ORDER BY seq",
+            )
+            .bind(tenant)
+            .bind(event_id)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AttemptRow {
+                id: r.0,
+                delivery_id: r.1,
+                event_id: r.2,
+                subscription_id: r.3,
+                attempt: r.4,
+                status_code: r.5,
+                error: r.6,
+                response_body: r.7,
+                latency_ms: r.8,
+                created_at: crate::event::rfc3339_ms(crate::store::from_ms(r.9)),
+            })
+            .collect())
+    }
+}
