@@ -21,6 +21,14 @@ pub fn prefixed_id(prefix: &str) -> String {
     format!("{prefix}{id}")
 }
 
+/// When an id made by [`prefixed_id`] was made (unix ms), read back from its ULID.
+pub fn id_time_ms(id: &str) -> Option<i64> {
+    let ulid = id.rsplit('_').next()?;
+    ulid::Ulid::from_string(ulid)
+        .ok()
+        .map(|u| u.timestamp_ms() as i64)
+}
+
 /// RFC 3339 with second precision and `Z`, the one time format of the API.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)

@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod metrics;
 pub mod providers;
 pub mod store;
 
@@ -64,6 +65,7 @@ pub async fn run(
     let store = store::open(&config).await?;
     let admin_hash = admin_hash(&config, &store).await?;
     store.release_own_leases().await?;
+    let metrics = Arc::new(metrics::Metrics::new());
     let worker_stop = CancellationToken::new();
     let (delivery, delivery_done) = delivery::Delivery::start(
         store.clone(),
@@ -73,15 +75,18 @@ pub async fn run(
             timeout: config.delivery_timeout,
             poll_interval: config.poll_interval,
             sealer: crypto::Sealer::new(config.master_key),
+            metrics: metrics.clone(),
         },
         worker_stop.clone(),
     );
     let to_worker = delivery.clone();
     let (batcher, writer) =
-        store::batcher::Batcher::spawn(store.clone(), move |jobs| to_worker.submit(jobs));
+        store::batcher::Batcher::spawn(store.clone(), metrics.clone(), move |jobs| {
+            to_worker.submit(jobs)
+        });
     let retention = spawn_retention(store.clone(), config.retention, shutdown.clone());
     let state = Arc::new(http::AppState::new(
-        config, store, batcher, admin_hash, delivery,
+        config, store, batcher, admin_hash, delivery, metrics,
     ));
     let app = http::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "hookgate listening");

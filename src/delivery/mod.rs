@@ -79,6 +79,7 @@ pub struct DeliverySettings {
     pub timeout: Duration,
     pub poll_interval: Duration,
     pub sealer: Sealer,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Delivery {
@@ -110,6 +111,7 @@ impl Delivery {
         let poller = tokio::spawn(me.clone().poll_loop(s.poll_interval));
         let recorder = tokio::spawn(record_loop(
             me.inner.store.clone(),
+            s.metrics,
             Arc::downgrade(&me.inner),
             rx,
         ));
@@ -337,11 +339,16 @@ impl Delivery {
 /// Records finished attempts in batches, then submits the chains' next deliveries.
 async fn record_loop(
     store: DynStore,
+    metrics: Arc<crate::metrics::Metrics>,
     worker: std::sync::Weak<Inner>,
     mut rx: mpsc::UnboundedReceiver<AttemptRecord>,
 ) {
     let mut buf = Vec::with_capacity(RECORD_BATCH);
     while rx.recv_many(&mut buf, RECORD_BATCH).await > 0 {
+        for r in &buf {
+            let accepted = crate::event::id_time_ms(&r.job.event_id).unwrap_or(r.at);
+            metrics.attempted(&r.finish, r.latency_ms, r.at, accepted);
+        }
         let mut tries = 0;
         loop {
             match store.record_attempts(&buf).await {

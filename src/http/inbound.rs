@@ -27,9 +27,16 @@ pub fn router() -> Router<SharedState> {
                 move |State(app): State<SharedState>,
                       ConnectInfo(peer): ConnectInfo<SocketAddr>,
                       req: Request| async move {
-                    handle(app, route, peer, req)
+                    let started = std::time::Instant::now();
+                    let resp = handle(app.clone(), route, peer, req)
                         .await
-                        .unwrap_or_else(IntoResponse::into_response)
+                        .unwrap_or_else(IntoResponse::into_response);
+                    app.metrics.answered(
+                        route.provider(),
+                        resp.status().as_u16(),
+                        started.elapsed(),
+                    );
+                    resp
                 },
             ),
         );

@@ -42,6 +42,7 @@ pub struct AppState {
     /// SHA-256 hex of the admin token.
     pub admin_hash: String,
     pub delivery: crate::delivery::Delivery,
+    pub metrics: Arc<crate::metrics::Metrics>,
     configs: ConfigCache,
 }
 
@@ -54,6 +55,7 @@ impl AppState {
         batcher: Batcher,
         admin_hash: String,
         delivery: crate::delivery::Delivery,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let sealer = Sealer::new(config.master_key);
         Self {
@@ -63,6 +65,7 @@ impl AppState {
             sealer,
             admin_hash,
             delivery,
+            metrics,
             configs: RwLock::new(HashMap::new()),
         }
     }

@@ -2,7 +2,11 @@
 //! only after that transaction has committed. Under load this turns many fsyncs into one without
 //! giving up durability; when idle, a lone callback is committed at once (no waiting window).
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 
 use crate::store::{DynStore, IngestItem, IngestResult, Job, StoreError};
 
@@ -22,6 +26,7 @@ impl Batcher {
     /// delivery worker) after each commit.
     pub fn spawn(
         store: DynStore,
+        metrics: Arc<Metrics>,
         on_deliveries: impl Fn(Vec<Job>) + Send + 'static,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(IngestItem, Reply)>(4 * MAX_BATCH);
@@ -31,6 +36,9 @@ impl Batcher {
                 let (items, replies): (Vec<_>, Vec<_>) = buf.drain(..).unzip();
                 match store.ingest_batch(&items).await {
                     Ok(res) => {
+                        for (item, r) in items.iter().zip(&res.results) {
+                            metrics.ingested(item.provider, &item.kind, r);
+                        }
                         for (reply, r) in replies.into_iter().zip(res.results) {
                             let _ = reply.send(Ok(r));
                         }

@@ -274,6 +274,16 @@ impl crate::store::Store for Backend {
         Ok(())
     }
 
+    async fn gauges(&self) -> StoreResult<(i64, i64)> {
+        let row: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'), \
+                    (SELECT COUNT(*) FROM subscriptions WHERE NOT enabled)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row)
+    }
+
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")

@@ -275,6 +275,9 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
         page: Page,
     ) -> StoreResult<Vec<InboundEntry>>;
 
+    /// The gauges of `/metrics`: pending deliveries and disabled subscriptions.
+    async fn gauges(&self) -> StoreResult<(i64, i64)>;
+
     /// Deletes events, inbound records and dedup keys older than `before_ms`.
     async fn purge(&self, before_ms: i64) -> StoreResult<u64>;
 }
