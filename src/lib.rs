@@ -79,6 +79,8 @@ pub async fn run(
         },
         worker_stop.clone(),
     );
+    let waker = delivery.clone();
+    store.watch_pending(Arc::new(move || waker.wake()), worker_stop.clone());
     let to_worker = delivery.clone();
     let (batcher, writer) =
         store::batcher::Batcher::spawn(store.clone(), metrics.clone(), move |jobs| {

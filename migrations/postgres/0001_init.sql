@@ -1,4 +1,4 @@
--- hookgate schema (SQLite). Times are unix milliseconds.
+-- hookgate schema (PostgreSQL). Times are unix milliseconds.
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -211,7 +211,7 @@ impl Backend {
         for sub_id in subscriptions {
             let blocked = ev.chained
                 && sqlx::query_as::<_, (i64,)>(
-                    "SELECT 1 FROM deliveries WHERE subscription_id = $1 AND ordering_key = $2 AND status = 'pending' LIMIT 1",
+                    "SELECT CAST(1 AS BIGINT) FROM deliveries WHERE subscription_id = $1 AND ordering_key = $2 AND status = 'pending' LIMIT 1",
                 )
                 .bind(sub_id)
                 .bind(ev.ordering_key)
@@ -361,6 +361,7 @@ impl crate::store::Store for Backend {
 
     async fn ingest_batch(&self, items: &[IngestItem]) -> StoreResult<IngestBatchResult> {
         let mut tx = self.begin_write().await?;
+        Self::lock_tenants(&mut tx, items.iter().map(|i| i.tenant_id.as_str())).await?;
         let out = self.ingest_in_tx(&mut tx, items).await?;
         tx.commit().await?;
         Ok(out)

@@ -263,6 +263,14 @@ impl Backend {
 
 #[async_trait::async_trait]
 impl crate::store::DeliveryStore for Backend {
+    fn watch_pending(
+        &self,
+        wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        self.listen(wake, stop);
+    }
+
     async fn create_subscription(&self, s: &SubscriptionRow) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -419,6 +427,7 @@ impl crate::store::DeliveryStore for Backend {
         let now = now_ms();
         let mut jobs = Vec::new();
         let mut tx = self.begin_write().await?;
+        Self::lock_tenants(&mut tx, records.iter().map(|r| r.job.tenant_id.as_str())).await?;
         for r in records {
             self.record_in_tx(&mut tx, r, now, &mut jobs).await?;
         }
@@ -429,6 +438,7 @@ impl crate::store::DeliveryStore for Backend {
     async fn redeliver(&self, tenant: &str, event_id: &str, subscription: Option<&str>) -> StoreResult<Vec<Job>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        Self::lock_tenants(&mut tx, [tenant]).await?;
         let ev: Option<(String, Option<String>, String)> =
             sqlx::query_as("SELECT type, subject, body FROM events WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
@@ -467,6 +477,7 @@ impl crate::store::DeliveryStore for Backend {
     async fn insert_event_for(&self, ev: &crate::event::NewEvent, subscription: &str) -> StoreResult<Job> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        Self::lock_tenants(&mut tx, [ev.event.tenant_id.as_str()]).await?;
         let body = ev.body();
         sqlx::query("INSERT INTO events (id, tenant_id, type, subject, body, created_at) VALUES ($1, $2, $3, NULL, $4, $5)")
             .bind(&ev.event.id)
@@ -494,6 +505,7 @@ impl crate::store::DeliveryStore for Backend {
     async fn recover(&self, tenant: &str, subscription: &str, since_ms: i64) -> StoreResult<u64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        Self::lock_tenants(&mut tx, [tenant]).await?;
         let n = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $4, locked_until = NULL, \
              locked_by = NULL, updated_at = $4 WHERE tenant_id = $1 AND subscription_id = $2 AND status = 'failed' \
@@ -506,6 +518,9 @@ impl crate::store::DeliveryStore for Backend {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n > 0 {
+            Self::notify_pending(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(n)
     }

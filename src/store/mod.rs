@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::event::NewEvent;
 
 pub mod batcher;
+pub mod postgres;
 pub mod sqlite;
 
 /// A subscription whose last this-many deliveries failed for good is disabled.
@@ -285,6 +286,15 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
 /// Subscriptions and the delivery queue.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync + 'static {
+    /// Calls `wake` whenever another instance sharing the database makes deliveries due, until
+    /// `stop`. Does nothing where one process owns the database.
+    fn watch_pending(
+        &self,
+        _wake: Arc<dyn Fn() + Send + Sync>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) {
+    }
+
     async fn create_subscription(&self, s: &SubscriptionRow) -> StoreResult<()>;
     async fn get_subscription(
         &self,
@@ -342,9 +352,12 @@ pub type DynStore = Arc<dyn Store>;
 
 /// Opens the store named by `database_url` and runs its migrations.
 pub async fn open(config: &crate::config::Config) -> anyhow::Result<DynStore> {
-    if config.database_url.starts_with("sqlite:") {
+    let url = &config.database_url;
+    if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(config).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(config).await?))
     } else {
-        anyhow::bail!("PostgreSQL support is not built yet (see issue 5); use sqlite://PATH")
+        anyhow::bail!("HOOKGATE_DATABASE_URL must start with sqlite:// or postgres://")
     }
 }

@@ -51,6 +51,27 @@ impl SqliteStore {
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Db>> {
         self.write.begin_with("BEGIN IMMEDIATE").await
     }
+
+    /// One writer at a time already serializes every write transaction.
+    async fn lock_tenants<'a>(
+        _conn: &mut <Db as sqlx::Database>::Connection,
+        _tenants: impl IntoIterator<Item = &'a str>,
+    ) -> sqlx::Result<()> {
+        Ok(())
+    }
+
+    /// One process owns the file: nobody else makes deliveries due.
+    fn listen(
+        &self,
+        _wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) {
+    }
+
+    /// Deliveries made due outside the hot path are found by this process's own worker.
+    async fn notify_pending(_conn: &mut <Db as sqlx::Database>::Connection) -> sqlx::Result<()> {
+        Ok(())
+    }
 }
 
 /// SQLite has one writer at a time, so the claim needs no row locks.
