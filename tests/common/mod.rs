@@ -1,8 +1,8 @@
-//! Shared test harness: starts the real gateway on port 0 with a fresh SQLite file, and offers
-//! typed helpers over real HTTP. (PostgreSQL is used instead when HOOKGATE_TEST_POSTGRES_URL is
-//! set and the backend exists.)
+//! Shared test harness: starts the real gateway on port 0 with a fresh database (a SQLite file,
+//! or a PostgreSQL schema inside [`dual!`] tests), and offers typed helpers over real HTTP.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod receiver;
 
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> Te
     let mut map = BTreeMap::new();
     map.insert(
         "database_url".to_owned(),
-        format!("sqlite://{}", dir.path().join("hookgate.db").display()),
+        backend::fresh_database_url(dir.path()).await,
     );
     map.insert("admin_token".to_owned(), ADMIN.to_owned());
     map.insert("allow_http_targets".to_owned(), "true".to_owned());
