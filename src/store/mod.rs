@@ -351,6 +351,13 @@ pub trait DeliveryStore: Send + Sync + 'static {
 pub type DynStore = Arc<dyn Store>;
 
 /// Opens the store named by `database_url` and runs its migrations.
+/// How long a claimed delivery stays with the instance that claimed it: room for a wait in the
+/// instance's queue (renewed past half of it), one attempt and its recording. An instance that
+/// dies has its deliveries taken over once this has passed.
+pub fn lease_ms(config: &crate::config::Config) -> i64 {
+    2 * config.delivery_timeout.as_millis() as i64 + 10_000
+}
+
 pub async fn open(config: &crate::config::Config) -> anyhow::Result<DynStore> {
     let url = &config.database_url;
     if url.starts_with("sqlite:") {

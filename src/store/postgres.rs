@@ -42,7 +42,7 @@ impl PostgresStore {
             read: pool.clone(),
             write: pool,
             instance_id: crate::event::prefixed_id("ins_"),
-            lease_ms: (config.delivery_timeout.as_millis() as i64) + 30_000,
+            lease_ms: crate::store::lease_ms(config),
         })
     }
 

@@ -44,7 +44,7 @@ impl SqliteStore {
             read,
             write,
             instance_id: crate::event::prefixed_id("ins_"),
-            lease_ms: (config.delivery_timeout.as_millis() as i64) + 30_000,
+            lease_ms: crate::store::lease_ms(config),
         })
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod process;
 pub mod receiver;
 
 use std::collections::BTreeMap;
