@@ -35,9 +35,12 @@ enum Cmd {
         seconds: u64,
         #[arg(long, default_value_t = 64)]
         connections: usize,
-        /// `sqlite` (default) or a postgres:// URL.
+        /// `sqlite` (default) or a postgres:// server URL (a fresh database is made on it).
         #[arg(long)]
         database: Option<String>,
+        /// Gateways sharing the database (PostgreSQL), load spread over them.
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
     },
     /// Delivery throughput and end-to-end latency.
     Delivery {
@@ -64,20 +67,38 @@ struct Gateway {
     base: String,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
 }
 
-async fn start_gateway(database: Option<&str>, extra: &[(&str, &str)]) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
+/// A new, empty database: a SQLite file in `dir`, or a fresh database on the PostgreSQL server
+/// `database` names.
+async fn fresh_database(database: Option<&str>, dir: &std::path::Path) -> String {
+    use sqlx::{Connection, Executor};
+    match database {
+        Some(server) if server.starts_with("postgres") => {
+            let mut conn = sqlx::PgConnection::connect(server)
+                .await
+                .expect("connect to the PostgreSQL server");
+            let name = format!(
+                "hookgate_bench_{}",
+                hookgate::event::prefixed_id("").to_lowercase()
+            );
+            conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                .await
+                .expect("create the benchmark database");
+            let mut url = url::Url::parse(server).unwrap();
+            url.set_path(&name);
+            url.to_string()
+        }
+        _ => format!("sqlite://{}", dir.join("bench.db").display()),
+    }
+}
+
+async fn start_gateway(db: &str, extra: &[(&str, &str)]) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut map = BTreeMap::new();
-    let db = match database {
-        Some(url) if url.starts_with("postgres") => url.to_owned(),
-        _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
-    };
     for (k, v) in [
-        ("database_url", db.as_str()),
+        ("database_url", db),
         ("admin_token", "bench-admin"),
         ("allow_http_targets", "true"),
         ("allow_private_targets", "127.0.0.0/8"),
@@ -103,11 +124,10 @@ async fn start_gateway(database: Option<&str>, extra: &[(&str, &str)]) -> Gatewa
             .json(&b)
             .send()
     };
-    let tenant = format!("bench{}", rand_suffix());
+    // (A second instance on the same database finds the tenant there: 409, fine.)
     admin(reqwest::Method::POST, "/v1/tenants", json!({"id": "bench"}))
         .await
         .unwrap();
-    let _ = tenant;
     admin(
         reqwest::Method::PUT,
         "/v1/tenants/bench/providers/twilio",
@@ -119,12 +139,7 @@ async fn start_gateway(database: Option<&str>, extra: &[(&str, &str)]) -> Gatewa
         base,
         shutdown,
         handle,
-        _dir: dir,
     }
-}
-
-fn rand_suffix() -> u32 {
-    std::process::id()
 }
 
 impl Gateway {
@@ -211,7 +226,7 @@ async fn send_one(client: &reqwest::Client, base: &str) -> Option<(String, Durat
 }
 
 /// As many callbacks as `connections` workers can send in `dur`.
-async fn closed_loop(base: &str, connections: usize, dur: Duration) -> Stats {
+async fn closed_loop(bases: &[String], connections: usize, dur: Duration) -> Stats {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()
@@ -219,9 +234,9 @@ async fn closed_loop(base: &str, connections: usize, dur: Duration) -> Stats {
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for i in 0..connections {
         let client = client.clone();
-        let base = base.to_owned();
+        let base = bases[i % bases.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut acks = Vec::new();
@@ -288,18 +303,29 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn inbound(seconds: u64, connections: usize, database: Option<String>) {
+async fn inbound(seconds: u64, connections: usize, database: Option<String>, instances: usize) {
     let dur = Duration::from_secs(seconds);
     let (bare, stop) = start_bare().await;
+    let bare = [bare];
     let _ = closed_loop(&bare, connections, Duration::from_secs(1)).await; // warm-up
     let mut base_stats = closed_loop(&bare, connections, dur).await;
     stop.cancel();
-    let gw = start_gateway(database.as_deref(), &[]).await;
-    let _ = closed_loop(&gw.base, connections, Duration::from_secs(1)).await;
-    let mut hg = closed_loop(&gw.base, connections, dur).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database(database.as_deref(), dir.path()).await;
+    let mut gws = Vec::new();
+    for _ in 0..instances.max(1) {
+        gws.push(start_gateway(&db, &[]).await);
+    }
+    let bases: Vec<String> = gws.iter().map(|g| g.base.clone()).collect();
+    let _ = closed_loop(&bases, connections, Duration::from_secs(1)).await;
+    let mut hg = closed_loop(&bases, connections, dur).await;
     let half = hg.rate() / 2.0;
-    let mut steady = open_loop(&gw.base, half, dur).await;
-    println!("inbound benchmark: {connections} keep-alive connections, {seconds} s per run");
+    let mut steady = open_loop(&bases[0], half, dur).await;
+    let backend = if db.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" };
+    println!(
+        "inbound benchmark: {backend}, {} instance(s), {connections} keep-alive connections, {seconds} s per run",
+        gws.len()
+    );
     println!("| run | acks/s | p50 | p99 |\n|---|---|---|---|");
     println!(
         "| bare axum 204 | {:.0} | {} | {} |",
@@ -323,7 +349,9 @@ async fn inbound(seconds: u64, connections: usize, database: Option<String>) {
         "ratio hookgate/bare: {:.1}%",
         100.0 * hg.rate() / base_stats.rate()
     );
-    gw.stop().await;
+    for gw in gws {
+        gw.stop().await;
+    }
 }
 
 /// A receiver answering 200 that records when each event arrived (by call id).
@@ -371,14 +399,16 @@ async fn delivery(seconds: u64, connections: usize, rate: u64, database: Option<
     println!(
         "| run | callbacks/s accepted | deliveries/s | all delivered after |\n|---|---|---|---|"
     );
+    let dir = tempfile::tempdir().unwrap();
     for subs in [1usize, 5] {
-        let gw = start_gateway(database.as_deref(), &[]).await;
+        let db = fresh_database(database.as_deref(), &dir.path().join(format!("s{subs}"))).await;
+        let gw = start_gateway(&db, &[]).await;
         let (url, seen) = start_receiver().await;
         for _ in 0..subs {
             gw.subscribe(&url).await;
         }
         let start = Instant::now();
-        let stats = closed_loop(&gw.base, connections, dur).await;
+        let stats = closed_loop(std::slice::from_ref(&gw.base), connections, dur).await;
         let expected = stats.count * subs;
         let last = wait_count(&seen, expected, Duration::from_secs(120)).await;
         let delivered = seen.lock().unwrap().len();
@@ -391,7 +421,8 @@ async fn delivery(seconds: u64, connections: usize, rate: u64, database: Option<
         );
         gw.stop().await;
     }
-    let gw = start_gateway(database.as_deref(), &[]).await;
+    let db = fresh_database(database.as_deref(), dir.path()).await;
+    let gw = start_gateway(&db, &[]).await;
     let (url, seen) = start_receiver().await;
     gw.subscribe(&url).await;
     let stats = open_loop(&gw.base, rate as f64, dur).await;
@@ -425,7 +456,9 @@ fn rss_mib() -> f64 {
 
 async fn backlog(deliveries: usize) {
     // The receiver is down: every delivery stays pending and is retried.
-    let gw = start_gateway(None, &[("retry_schedule", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database(None, dir.path()).await;
+    let gw = start_gateway(&db, &[("retry_schedule", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s")]).await;
     gw.subscribe("http://127.0.0.1:9/hook").await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -478,7 +511,8 @@ fn main() {
                 seconds,
                 connections,
                 database,
-            } => inbound(seconds, connections, database).await,
+                instances,
+            } => inbound(seconds, connections, database, instances).await,
             Cmd::Delivery {
                 seconds,
                 connections,
