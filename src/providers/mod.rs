@@ -12,7 +12,12 @@ use serde_json::Value;
 use crate::event::{Event, EventType, NewEvent, Source, Subject};
 
 pub mod config;
+pub mod exotel;
 pub mod params;
+pub mod payment;
+pub mod razorpay;
+pub mod signing;
+pub mod stripe;
 pub mod twilio;
 
 /// The inbound routes, one per provider endpoint.

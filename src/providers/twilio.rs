@@ -38,13 +38,7 @@ pub fn default_twiml() -> String {
 
 impl TwilioConfig {
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.auth_tokens.is_empty() || self.auth_tokens.iter().any(|t| t.trim().is_empty()) {
-            return Err(ApiError::bad_request(
-                "invalid_config",
-                "auth_tokens must list at least one non-empty token",
-            ));
-        }
-        Ok(())
+        super::signing::validate_secrets("auth_tokens", &self.auth_tokens)
     }
     pub fn redacted(&self) -> serde_json::Value {
         json!({
@@ -108,9 +102,7 @@ pub fn signature_matches(
 ) -> bool {
     let mut ok = false;
     for u in url_variants(url) {
-        for t in tokens {
-            ok |= ct_eq(sign(t, &u, form).as_bytes(), signature.as_bytes());
-        }
+        ok |= super::signing::any_secret_matches(tokens, &[signature], |t| sign(t, &u, form));
     }
     ok
 }
