@@ -256,3 +256,60 @@ impl TestApp {
         }
     }
 }
+
+/// `(status, error code)` of an error answer.
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+impl TestApp {
+    /// The tenant's inbound log as `(outcome, reason)`, newest first.
+    pub async fn inbound_reasons(&self, tenant: &str) -> Vec<(String, String)> {
+        self.inbound(tenant)
+            .await
+            .iter()
+            .map(|e| {
+                (
+                    e["outcome"].as_str().unwrap_or("").to_owned(),
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Sends `req` `n` times at once; returns every `(status, body)`.
+    pub async fn send_concurrently(
+        &self,
+        req: &hookgate::cli::SignedRequest,
+        n: usize,
+    ) -> Vec<(u16, String)> {
+        let sends = (0..n).map(|_| async {
+            let r = self.send(req).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        futures_util::future::join_all(sends).await
+    }
+
+    /// Runs `hookgate simulate ARGS --tenant TENANT --url BASE` against this gateway's database;
+    /// returns (exit success, stdout, stderr).
+    pub async fn simulate(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("simulate")
+            .args(args)
+            .args(["--url", &self.base])
+            .env("HOOKGATE_DATABASE_URL", &self.config.database_url)
+            .env("HOOKGATE_PUBLIC_URL", &self.config.public_url)
+            .env("RUST_LOG", "hookgate=debug")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run hookgate simulate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
