@@ -15,7 +15,10 @@ use tokio::io::AsyncReadExt;
 
 const TOKEN: &str = "exotel-url-token-0123456789";
 
-async fn exotel_app_with(cfg: Value, tweak: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) -> TestApp {
+async fn exotel_app_with(
+    cfg: Value,
+    tweak: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+) -> TestApp {
     let app = spawn_with(tweak).await;
     app.create_tenant("acme").await;
     app.put_provider("acme", "exotel", cfg).await;
@@ -46,7 +49,8 @@ fn status_body(call: &str, content_type: &str, fixture: &str) -> SignedRequest {
     }
 }
 
-const MULTIPART_CT: &str = "multipart/form-data; boundary=------------------------exotel7MA4YWxkTrZu0gW";
+const MULTIPART_CT: &str =
+    "multipart/form-data; boundary=------------------------exotel7MA4YWxkTrZu0gW";
 
 #[tokio::test]
 async fn passthru_hit_becomes_call_started_with_exotels_own_parameters() {
@@ -112,7 +116,9 @@ async fn passthru_answers_the_configured_302_first_time_and_duplicate() {
 #[tokio::test]
 async fn form_status_callback_becomes_call_completed_with_bracketed_legs() {
     let app = exotel_app().await;
-    let r = app.send(&status_cb("exoform0000000000000000000000001", "completed")).await;
+    let r = app
+        .send(&status_cb("exoform0000000000000000000000001", "completed"))
+        .await;
     assert_eq!(r.status(), 200);
     let events = app.events("acme").await;
     assert_eq!(events.len(), 1);
@@ -174,7 +180,9 @@ async fn json_status_callbacks_answered_then_terminal() {
         include_str!("../fixtures/exotel/status_answered.json"),
         include_str!("../fixtures/exotel/status_terminal.json"),
     ] {
-        let r = app.send(&status_body(call, "application/json", fixture)).await;
+        let r = app
+            .send(&status_body(call, "application/json", fixture))
+            .await;
         assert_eq!(r.status(), 200);
     }
     let events = app.events("acme").await;
@@ -221,11 +229,7 @@ async fn one_event_per_call_and_type_and_twenty_concurrent_callbacks_give_one() 
 
 #[tokio::test]
 async fn tokens_are_checked_and_rejections_logged() {
-    let app = exotel_app_with(
-        json!({"tokens": ["old-exotel-token-aaaa", TOKEN]}),
-        |_| {},
-    )
-    .await;
+    let app = exotel_app_with(json!({"tokens": ["old-exotel-token-aaaa", TOKEN]}), |_| {}).await;
     let call = "exotoken000000000000000000000001";
     let good = status_cb(call, "completed");
     let path = |q: &str| good.clone_with_path(&format!("/api/exotel/status?tenant_id=acme{q}"));
@@ -249,7 +253,13 @@ async fn tokens_are_checked_and_rejections_logged() {
     assert_eq!(reasons[4].1, "missing_token");
     // Both tokens of a rotation are accepted.
     assert_eq!(app.send(&good).await.status(), 200);
-    let old = exotel_request(Route::ExotelStatus, "acme", "old-exotel-token-aaaa", "busy", "exotoken2");
+    let old = exotel_request(
+        Route::ExotelStatus,
+        "acme",
+        "old-exotel-token-aaaa",
+        "busy",
+        "exotoken2",
+    );
     assert_eq!(app.send(&old).await.status(), 200);
     assert_eq!(app.events("acme").await.len(), 2);
 }
@@ -260,15 +270,13 @@ async fn the_ip_allow_list_sees_the_client_only_through_trusted_proxies() {
     // Not behind a trusted proxy: the peer (127.0.0.1) counts, X-Forwarded-For is ignored.
     let app = exotel_app_with(cfg.clone(), |_| {}).await;
     let mut req = status_cb("exoip00000000000000000000000001", "completed");
-    req.headers.push(("x-forwarded-for".into(), "203.0.113.9".into()));
+    req.headers
+        .push(("x-forwarded-for".into(), "203.0.113.9".into()));
     assert_eq!(
         error_code(app.send(&req).await).await,
         (401, "ip_not_allowed".into())
     );
-    assert_eq!(
-        app.inbound("acme").await[0]["remote_addr"],
-        "127.0.0.1"
-    );
+    assert_eq!(app.inbound("acme").await[0]["remote_addr"], "127.0.0.1");
     // Behind a trusted proxy: the forwarded client counts.
     let app = exotel_app_with(cfg, |m| {
         m.insert("trusted_proxies".into(), "127.0.0.1/32".into());
@@ -294,7 +302,12 @@ async fn the_ip_allow_list_sees_the_client_only_through_trusted_proxies() {
 async fn a_generated_token_is_shown_in_the_urls_to_paste_and_kept_across_updates() {
     let app = spawn_app().await;
     app.create_tenant("acme").await;
-    let created = app.admin_get("/v1/tenants/acme").await.json::<Value>().await.unwrap();
+    let created = app
+        .admin_get("/v1/tenants/acme")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
     assert!(created["inbound_urls"]["exotel_status"]
         .as_str()
         .unwrap()
@@ -304,30 +317,58 @@ async fn a_generated_token_is_shown_in_the_urls_to_paste_and_kept_across_updates
     assert!(redacted.starts_with("****") && redacted.len() == 8, "{put}");
     assert_eq!(put["config"]["passthru_status"], 200);
     assert_eq!(put["config"]["allowed_ips"], json!([]));
-    let tenant = app.admin_get("/v1/tenants/acme").await.json::<Value>().await.unwrap();
-    let status_url = tenant["inbound_urls"]["exotel_status"].as_str().unwrap().to_owned();
-    let incoming_url = tenant["inbound_urls"]["exotel_incoming"].as_str().unwrap().to_owned();
+    let tenant = app
+        .admin_get("/v1/tenants/acme")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let status_url = tenant["inbound_urls"]["exotel_status"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let incoming_url = tenant["inbound_urls"]["exotel_incoming"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(put["inbound_urls"]["exotel_status"], status_url.as_str());
     let token = status_url.split_once("&token=").unwrap().1.to_owned();
-    assert!(token.starts_with("exo_") && token.ends_with(&redacted[4..]), "{token}");
+    assert!(
+        token.starts_with("exo_") && token.ends_with(&redacted[4..]),
+        "{token}"
+    );
     assert_eq!(
         incoming_url,
-        format!("{}/voice/exotel/incoming?tenant_id=acme&token={token}", app.config.public_url)
+        format!(
+            "{}/voice/exotel/incoming?tenant_id=acme&token={token}",
+            app.config.public_url
+        )
     );
     // The reading of the provider config stays redacted.
-    let shown = app.admin_get("/v1/tenants/acme/providers/exotel").await.text().await.unwrap();
+    let shown = app
+        .admin_get("/v1/tenants/acme/providers/exotel")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!shown.contains(&token), "{shown}");
     // The pasted URL works as Exotel would call it (it appends its parameters).
     let r = app
         .client
-        .get(format!("{incoming_url}&CallSid=exogen1&CallFrom=09812345678&tenant_id=67890"))
+        .get(format!(
+            "{incoming_url}&CallSid=exogen1&CallFrom=09812345678&tenant_id=67890"
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     // Changing the allow-list keeps the token (the URL in Exotel's console stays valid).
     let put = app
-        .put_provider("acme", "exotel", json!({"allowed_ips": ["127.0.0.1"], "passthru_status": 302}))
+        .put_provider(
+            "acme",
+            "exotel",
+            json!({"allowed_ips": ["127.0.0.1"], "passthru_status": 302}),
+        )
         .await;
     assert_eq!(put["config"]["tokens"][0], redacted.as_str());
     assert_eq!(put["config"]["allowed_ips"], json!(["127.0.0.1/32"]));
@@ -346,7 +387,11 @@ async fn a_generated_token_is_shown_in_the_urls_to_paste_and_kept_across_updates
         json!({"token": ["exotel-url-token-0123456789"]}),
     ] {
         let r = app
-            .admin_json(reqwest::Method::PUT, "/v1/tenants/acme/providers/exotel", bad.clone())
+            .admin_json(
+                reqwest::Method::PUT,
+                "/v1/tenants/acme/providers/exotel",
+                bad.clone(),
+            )
             .await;
         assert_eq!(error_code(r).await, (400, "invalid_config".into()), "{bad}");
     }
@@ -386,15 +431,27 @@ async fn error_table_for_exotel_callbacks() {
         (400, "malformed_form".into())
     );
     assert_eq!(
-        code(with_body("application/x-www-form-urlencoded", &[b'a', b'=', 0xff])).await,
+        code(with_body(
+            "application/x-www-form-urlencoded",
+            &[b'a', b'=', 0xff]
+        ))
+        .await,
         (400, "malformed_form".into())
     );
     assert_eq!(
-        code(with_body("application/x-www-form-urlencoded", b"Status=completed")).await,
+        code(with_body(
+            "application/x-www-form-urlencoded",
+            b"Status=completed"
+        ))
+        .await,
         (400, "missing_field".into())
     );
     assert_eq!(
-        code(with_body("application/x-www-form-urlencoded", b"CallSid=exo1")).await,
+        code(with_body(
+            "application/x-www-form-urlencoded",
+            b"CallSid=exo1"
+        ))
+        .await,
         (400, "missing_field".into())
     );
     // A wrong token is refused before the body is parsed.
@@ -419,7 +476,9 @@ async fn error_table_for_exotel_callbacks() {
 /// Reads whatever a child wrote to a pipe so far, without waiting for it to close.
 async fn drain(pipe: &mut (impl AsyncReadExt + Unpin), into: &mut Vec<u8>) {
     let mut buf = [0u8; 8192];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), pipe.read(&mut buf)).await {
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(200), pipe.read(&mut buf)).await
+    {
         if n == 0 {
             break;
         }
@@ -430,12 +489,19 @@ async fn drain(pipe: &mut (impl AsyncReadExt + Unpin), into: &mut Vec<u8>) {
 #[tokio::test]
 async fn the_token_never_reaches_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .arg("serve")
         .env("HOOKGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HOOKGATE_DATABASE_URL", format!("sqlite://{}", dir.path().join("h.db").display()))
+        .env(
+            "HOOKGATE_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("h.db").display()),
+        )
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
@@ -446,7 +512,12 @@ async fn the_token_never_reaches_a_log_line() {
     let client = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..200 {
-        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             ready = true;
             break;
         }
@@ -454,18 +525,30 @@ async fn the_token_never_reaches_a_log_line() {
     }
     assert!(ready, "gateway did not start");
     let admin = |m: reqwest::Method, path: &str, body: Value| {
-        client.request(m, format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send()
+        client
+            .request(m, format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
     };
-    admin(reqwest::Method::POST, "/v1/tenants", json!({"id": "acme"})).await.unwrap();
-    admin(reqwest::Method::PUT, "/v1/tenants/acme/providers/exotel", json!({"tokens": [TOKEN]}))
+    admin(reqwest::Method::POST, "/v1/tenants", json!({"id": "acme"}))
         .await
         .unwrap();
+    admin(
+        reqwest::Method::PUT,
+        "/v1/tenants/acme/providers/exotel",
+        json!({"tokens": [TOKEN]}),
+    )
+    .await
+    .unwrap();
     let mut sent = 0;
     for req in [
         passthru("exolog1"),
         status_cb("exolog1", "completed"),
-        status_cb("exolog1", "completed").clone_with_path(&format!("/api/exotel/status?tenant_id=acme&token={TOKEN}x")),
-        status_cb("exolog1", "completed").clone_with_path(&format!("/api/exotel/nowhere?token={TOKEN}")),
+        status_cb("exolog1", "completed")
+            .clone_with_path(&format!("/api/exotel/status?tenant_id=acme&token={TOKEN}x")),
+        status_cb("exolog1", "completed")
+            .clone_with_path(&format!("/api/exotel/nowhere?token={TOKEN}")),
     ] {
         let mut b = client
             .request(req.method.clone(), format!("{base}{}", req.path_and_query))
@@ -493,16 +576,36 @@ async fn the_token_never_reaches_a_log_line() {
 async fn simulate_exotel_sends_both_callbacks_and_prints_no_token() {
     let app = exotel_app().await;
     let (ok, out, err) = app
-        .simulate(&["exotel-incoming", "--tenant", "acme", "--call-id", "exosim1"])
+        .simulate(&[
+            "exotel-incoming",
+            "--tenant",
+            "acme",
+            "--call-id",
+            "exosim1",
+        ])
         .await;
     assert!(ok, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("> GET /voice/exotel/incoming?tenant_id=acme&token=****&CallSid=exosim1"), "{out}");
+    assert!(
+        out.contains("> GET /voice/exotel/incoming?tenant_id=acme&token=****&CallSid=exosim1"),
+        "{out}"
+    );
     assert!(out.contains("< 200 OK"), "{out}");
     let (ok, out, err) = app
-        .simulate(&["exotel-status", "--tenant", "acme", "--call-id", "exosim1", "--status", "busy"])
+        .simulate(&[
+            "exotel-status",
+            "--tenant",
+            "acme",
+            "--call-id",
+            "exosim1",
+            "--status",
+            "busy",
+        ])
         .await;
     assert!(ok, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("> POST /api/exotel/status?tenant_id=acme&token=****"), "{out}");
+    assert!(
+        out.contains("> POST /api/exotel/status?tenant_id=acme&token=****"),
+        "{out}"
+    );
     for text in [&out, &err] {
         assert!(!text.contains(TOKEN));
     }
@@ -513,13 +616,21 @@ async fn simulate_exotel_sends_both_callbacks_and_prints_no_token() {
     assert_eq!(events[1]["data"]["failure_reason"], "busy");
     // An unreachable gateway: the error names the URL without the token.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["simulate", "exotel-status", "--tenant", "acme", "--url", "http://127.0.0.1:1"])
+        .args([
+            "simulate",
+            "exotel-status",
+            "--tenant",
+            "acme",
+            "--url",
+            "http://127.0.0.1:1",
+        ])
         .env("HOOKGATE_DATABASE_URL", &app.config.database_url)
         .output()
         .await
         .unwrap();
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("could not reach the gateway at http://127.0.0.1:1/api/exotel/status?tenant_id=acme&token=****"), "{text}");
     assert!(!text.contains(TOKEN), "{text}");
 }

@@ -73,7 +73,9 @@ impl Harness {
                     "stripe-signature",
                     stripe::header(STRIPE, chrono::Utc::now().timestamp(), &c.body),
                 )),
-                Route::Razorpay => Some(("x-razorpay-signature", razorpay::sign(RAZORPAY, &c.body))),
+                Route::Razorpay => {
+                    Some(("x-razorpay-signature", razorpay::sign(RAZORPAY, &c.body)))
+                }
                 Route::TwilioIncoming | Route::TwilioStatus => {
                     let url = format!("{}{path}", self.app.config.public_url);
                     let form = if c.method == reqwest::Method::POST {
@@ -309,17 +311,31 @@ fn json_value() -> impl Strategy<Value = Value> {
             vec(
                 (
                     prop::sample::select(vec![
-                        "id", "type", "event", "data", "object", "payload", "payment", "refund",
-                        "order", "entity", "amount", "currency", "created", "created_at",
-                        "payment_intent", "payment_status", "status", "CallSid", "Status",
+                        "id",
+                        "type",
+                        "event",
+                        "data",
+                        "object",
+                        "payload",
+                        "payment",
+                        "refund",
+                        "order",
+                        "entity",
+                        "amount",
+                        "currency",
+                        "created",
+                        "created_at",
+                        "payment_intent",
+                        "payment_status",
+                        "status",
+                        "CallSid",
+                        "Status",
                     ]),
                     inner
                 ),
                 0..6
             )
-            .prop_map(|kv| Value::Object(
-                kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-            )),
+            .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
         ]
     })
 }
@@ -338,7 +354,10 @@ fn random_bytes_on_every_route_never_answer_5xx() {
             route,
             method,
             query: String::new(),
-            headers: ct.map(|c| ("content-type".to_owned(), c)).into_iter().collect(),
+            headers: ct
+                .map(|c| ("content-type".to_owned(), c))
+                .into_iter()
+                .collect(),
             body,
             sign,
         });
@@ -405,26 +424,30 @@ fn random_signed_forms_multipart_and_json_never_answer_5xx() {
         payment_event().prop_map(Body::Json),
         payment_event().prop_map(Body::Json),
     ];
-    let strategy = (route(), callback_pairs(), body, any::<bool>()).prop_map(|(route, query, body, get)| {
-        let (ct, bytes) = match body {
-            Body::Form(p) => ("application/x-www-form-urlencoded", urlencode(&p).into_bytes()),
-            Body::Multipart(p) => ("multipart/form-data; boundary=FuzzBoundary", multipart(&p)),
-            Body::Json(v) => ("application/json", serde_json::to_vec(&v).unwrap()),
-        };
-        let get = get && !matches!(route, Route::Stripe | Route::Razorpay);
-        Case {
-            route,
-            method: if get {
-                reqwest::Method::GET
-            } else {
-                reqwest::Method::POST
-            },
-            query: urlencode(&query),
-            headers: vec![("content-type".to_owned(), ct.to_owned())],
-            body: if get { Vec::new() } else { bytes },
-            sign: true,
-        }
-    });
+    let strategy =
+        (route(), callback_pairs(), body, any::<bool>()).prop_map(|(route, query, body, get)| {
+            let (ct, bytes) = match body {
+                Body::Form(p) => (
+                    "application/x-www-form-urlencoded",
+                    urlencode(&p).into_bytes(),
+                ),
+                Body::Multipart(p) => ("multipart/form-data; boundary=FuzzBoundary", multipart(&p)),
+                Body::Json(v) => ("application/json", serde_json::to_vec(&v).unwrap()),
+            };
+            let get = get && !matches!(route, Route::Stripe | Route::Razorpay);
+            Case {
+                route,
+                method: if get {
+                    reqwest::Method::GET
+                } else {
+                    reqwest::Method::POST
+                },
+                query: urlencode(&query),
+                headers: vec![("content-type".to_owned(), ct.to_owned())],
+                body: if get { Vec::new() } else { bytes },
+                sign: true,
+            }
+        });
     h.check(160, strategy);
     // Signed cases got through verification: something was accepted.
     let log = h.rt.block_on(h.app.inbound("acme"));

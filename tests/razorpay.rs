@@ -67,8 +67,12 @@ async fn the_official_vector_over_http_passes_verification() {
     let app = spawn_app().await;
     app.create_tenant("acme").await;
     let c = &vector("razorpay.json")["cases"][0];
-    app.put_provider("acme", "razorpay", json!({"webhook_secrets": [c["secret"]]}))
-        .await;
+    app.put_provider(
+        "acme",
+        "razorpay",
+        json!({"webhook_secrets": [c["secret"]]}),
+    )
+    .await;
     let send = |sig: &str| {
         app.client
             .post(app.url("/api/payments/razorpay?tenant_id=acme"))
@@ -135,7 +139,12 @@ async fn payment_captured_becomes_payment_completed_field_by_field() {
 async fn a_failed_attempt_then_a_capture_are_both_emitted_but_never_backwards() {
     let app = razorpay_app().await;
     let pay = "pay_TestFailThenOk";
-    for kind in ["payment.failed", "payment.captured", "order.paid", "payment.failed"] {
+    for kind in [
+        "payment.failed",
+        "payment.captured",
+        "order.paid",
+        "payment.failed",
+    ] {
         assert_eq!(app.send(&event(kind, pay)).await.status(), 200, "{kind}");
     }
     let events = app.events("acme").await;
@@ -179,7 +188,9 @@ async fn a_failed_attempt_then_a_capture_are_both_emitted_but_never_backwards() 
 async fn order_paid_alone_completes_the_payment_with_its_order() {
     let app = razorpay_app().await;
     assert_eq!(
-        app.send(&event("order.paid", "pay_TestOrderPaid1")).await.status(),
+        app.send(&event("order.paid", "pay_TestOrderPaid1"))
+            .await
+            .status(),
         200
     );
     let e = &app.events("acme").await[0];
@@ -219,7 +230,12 @@ async fn dedup_uses_the_event_id_header_else_event_entity_and_time() {
     assert!(answers.iter().all(|(_, b)| *b == expected));
     // Razorpay's retry carries the same X-Razorpay-Event-Id: a duplicate even for another body.
     let other = event("payment.captured", "pay_TestDedup0002");
-    let id = &req.headers.iter().find(|(k, _)| k == "x-razorpay-event-id").unwrap().1;
+    let id = &req
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-razorpay-event-id")
+        .unwrap()
+        .1;
     let retry = with_header(&other, "x-razorpay-event-id", Some(id));
     let r = app.send(&retry).await;
     assert_eq!(r.text().await.unwrap(), expected);
@@ -247,7 +263,11 @@ async fn error_table_for_razorpay_callbacks() {
     let app = razorpay_app().await;
     app.create_tenant("bare").await;
     let req = event("payment.captured", "pay_TestErrors001");
-    let wrong = with_header(&req, "x-razorpay-signature", Some(&sign("other", &req.body)));
+    let wrong = with_header(
+        &req,
+        "x-razorpay-signature",
+        Some(&sign("other", &req.body)),
+    );
     assert_eq!(
         error_code(app.send(&wrong).await).await,
         (401, "bad_signature".into())

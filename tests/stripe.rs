@@ -59,10 +59,20 @@ fn every_official_vector_verifies_at_its_time_and_fails_when_altered() {
         let h = c["header"].as_str().unwrap();
         let t = c["timestamp"].as_i64().unwrap();
         let secrets = std::slice::from_ref(&secret);
-        assert_eq!(check_signature(Some(h), payload, secrets, t, 300), Ok(()), "{c}");
+        assert_eq!(
+            check_signature(Some(h), payload, secrets, t, 300),
+            Ok(()),
+            "{c}"
+        );
         let reason = |r: Result<(), hookgate::providers::Rejection>| r.unwrap_err().reason;
         assert_eq!(
-            reason(check_signature(Some(h), payload, &["whsec_other".into()], t, 300)),
+            reason(check_signature(
+                Some(h),
+                payload,
+                &["whsec_other".into()],
+                t,
+                300
+            )),
             "bad_signature"
         );
         let mut tampered = payload.to_vec();
@@ -99,10 +109,7 @@ async fn official_vectors_over_http_verify_then_fail_only_on_their_age() {
             .await
             .unwrap();
         // The signature holds (a forged one would be `bad_signature`); the 2017 timestamp does not.
-        assert_eq!(
-            error_code(r).await,
-            (401, "timestamp_out_of_window".into())
-        );
+        assert_eq!(error_code(r).await, (401, "timestamp_out_of_window".into()));
     }
     assert!(app.events("acme").await.is_empty());
 }
@@ -172,12 +179,18 @@ async fn failures_and_refunds_carry_the_payment_intent_reason_and_amounts() {
     let failed = &events[0]["data"];
     assert_eq!(failed["payment_id"], pi);
     assert_eq!(failed["status"], "failed");
-    assert_eq!(failed["failure_reason"], "Your card has insufficient funds.");
+    assert_eq!(
+        failed["failure_reason"],
+        "Your card has insufficient funds."
+    );
     assert_eq!(failed["amount"], 2000);
     assert_eq!(failed["customer"]["email"], "jenny.rosen@example.com");
     assert_eq!(failed["refunded_amount"], Value::Null);
     let refunded = &events[1]["data"];
-    assert_eq!(refunded["payment_id"], pi, "a charge's payment is its PaymentIntent");
+    assert_eq!(
+        refunded["payment_id"], pi,
+        "a charge's payment is its PaymentIntent"
+    );
     assert_eq!(refunded["status"], "refunded");
     assert_eq!(refunded["amount"], 2000);
     assert_eq!(refunded["refunded_amount"], 500);
@@ -209,7 +222,10 @@ async fn one_event_per_payment_and_type_and_no_going_back() {
     assert_eq!(events[0]["data"]["payment_id"], pi);
     assert_eq!(events[0]["data"]["order_id"], "order-1042");
     assert_eq!(events[0]["data"]["customer"]["phone"], "+14155550123");
-    assert_eq!(events[0]["data"]["provider_data"]["object"], "checkout.session");
+    assert_eq!(
+        events[0]["data"]["provider_data"]["object"],
+        "checkout.session"
+    );
     let reasons = app.inbound_reasons("acme").await;
     assert_eq!(
         reasons,
@@ -229,9 +245,10 @@ async fn unpaid_sessions_pending_refunds_and_other_types_are_acknowledged_and_ig
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"event_id": null}));
     let session = event("checkout.session.completed", "pi_3TestIgnored000000002");
-    let body = String::from_utf8(session.body.clone())
-        .unwrap()
-        .replace(r#""payment_status": "paid""#, r#""payment_status": "unpaid""#);
+    let body = String::from_utf8(session.body.clone()).unwrap().replace(
+        r#""payment_status": "paid""#,
+        r#""payment_status": "unpaid""#,
+    );
     assert!(body.contains("unpaid"));
     let unpaid = resigned(&session, body.into_bytes(), SECRET, now());
     assert_eq!(app.send(&unpaid).await.status(), 200);
@@ -273,8 +290,14 @@ async fn signatures_and_the_replay_window_are_enforced_and_logged() {
     let req = event("payment_intent.succeeded", "pi_3TestErrors0000000001");
     let t = now();
     let cases: Vec<(SignedRequest, &str)> = vec![
-        (resigned(&req, req.body.clone(), "whsec_wrong", t), "bad_signature"),
-        (with_header(&req, "stripe-signature", None), "missing_signature"),
+        (
+            resigned(&req, req.body.clone(), "whsec_wrong", t),
+            "bad_signature",
+        ),
+        (
+            with_header(&req, "stripe-signature", None),
+            "missing_signature",
+        ),
         (
             with_header(&req, "stripe-signature", Some("garbage")),
             "bad_signature",
@@ -316,10 +339,16 @@ async fn signatures_and_the_replay_window_are_enforced_and_logged() {
     assert_eq!(app.send(&early).await.status(), 200);
     let late = event("payment_intent.payment_failed", "pi_3TestErrors0000000002");
     let late = resigned(&late, late.body.clone(), SECRET, t - 250);
-    let sig = late.headers.iter().find(|(k, _)| k == "stripe-signature").unwrap();
+    let sig = late
+        .headers
+        .iter()
+        .find(|(k, _)| k == "stripe-signature")
+        .unwrap();
     let two = format!("{},v1={}", sig.1, "0".repeat(64));
     assert_eq!(
-        app.send(&with_header(&late, "stripe-signature", Some(&two))).await.status(),
+        app.send(&with_header(&late, "stripe-signature", Some(&two)))
+            .await
+            .status(),
         200
     );
     assert_eq!(app.events("acme").await.len(), 2);
@@ -372,7 +401,11 @@ async fn error_table_for_stripe_callbacks() {
         (400, "missing_field".into())
     );
     // Wrong or missing content type: 415, even when correctly signed.
-    for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let r = app.send(&with_header(&req, "content-type", ct)).await;
         assert_eq!(
             error_code(r).await,
@@ -422,7 +455,10 @@ async fn credentials_rotate_validate_and_stay_redacted() {
         .as_str()
         .unwrap()
         .ends_with("/api/payments/stripe?tenant_id=acme"));
-    for (i, s) in ["whsec_old_secret_aaaa", "whsec_new_secret_bbbb"].iter().enumerate() {
+    for (i, s) in ["whsec_old_secret_aaaa", "whsec_new_secret_bbbb"]
+        .iter()
+        .enumerate()
+    {
         let req = stripe_request(
             "acme",
             s,
@@ -439,7 +475,10 @@ async fn credentials_rotate_validate_and_stay_redacted() {
         .text()
         .await
         .unwrap();
-    assert!(!text.contains("old_secret") && !text.contains("new_secret"), "{text}");
+    assert!(
+        !text.contains("old_secret") && !text.contains("new_secret"),
+        "{text}"
+    );
     for bad in [
         json!({"signing_secrets": []}),
         json!({"signing_secrets": ["sk_live_not_a_signing_secret"]}),
@@ -470,7 +509,10 @@ async fn simulate_stripe_sends_a_signed_event_and_prints_no_secret() {
         ])
         .await;
     assert!(ok, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("> POST /api/payments/stripe?tenant_id=acme"), "{out}");
+    assert!(
+        out.contains("> POST /api/payments/stripe?tenant_id=acme"),
+        "{out}"
+    );
     assert!(out.contains("< 200 OK"), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
     let events = app.events("acme").await;

@@ -297,7 +297,13 @@ pub fn razorpay_request(
 ) -> anyhow::Result<SignedRequest> {
     let text = payment_fixture("Razorpay", &RAZORPAY_FIXTURES, kind)?;
     let now = chrono::Utc::now().timestamp();
-    let event = payment_event(text, RAZORPAY_FIXTURE_PAYMENT_ID, payment_id, "created_at", now);
+    let event = payment_event(
+        text,
+        RAZORPAY_FIXTURE_PAYMENT_ID,
+        payment_id,
+        "created_at",
+        now,
+    );
     let body = serde_json::to_vec(&event)?;
     Ok(SignedRequest {
         method: reqwest::Method::POST,
@@ -305,10 +311,7 @@ pub fn razorpay_request(
         headers: vec![
             ("content-type".into(), "application/json".into()),
             ("x-razorpay-event-id".into(), random_id("", 14)),
-            (
-                "x-razorpay-signature".into(),
-                razorpay::sign(secret, &body),
-            ),
+            ("x-razorpay-signature".into(), razorpay::sign(secret, &body)),
         ],
         body,
     })

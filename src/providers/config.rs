@@ -26,7 +26,10 @@ impl ProviderConfig {
         body: Value,
         previous: Option<&ProviderConfig>,
     ) -> Result<Self, ApiError> {
-        fn parse<T: serde::de::DeserializeOwned>(provider: &str, body: Value) -> Result<T, ApiError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            provider: &str,
+            body: Value,
+        ) -> Result<T, ApiError> {
             serde_json::from_value(body).map_err(|e| {
                 ApiError::bad_request("invalid_config", format!("invalid {provider} config: {e}"))
             })

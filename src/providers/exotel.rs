@@ -165,9 +165,14 @@ fn body_kind(req: &Inbound) -> Result<Body, ApiError> {
                 .get(axum::http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            multer::parse_boundary(ct).map(Body::Multipart).map_err(|_| {
-                ApiError::bad_request("malformed_form", "multipart/form-data without a boundary")
-            })
+            multer::parse_boundary(ct)
+                .map(Body::Multipart)
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "malformed_form",
+                        "multipart/form-data without a boundary",
+                    )
+                })
         }
         None if req.body.is_empty() => Ok(Body::Empty),
         Some(other) => Err(ApiError::UnsupportedMediaType(format!(
@@ -215,9 +220,10 @@ async fn parse_multipart(body: Bytes, boundary: String) -> Result<Params, ApiErr
         let (Some(name), None) = (field.name().map(str::to_owned), field.file_name()) else {
             continue;
         };
-        let value = String::from_utf8(field.bytes().await.map_err(bad)?.to_vec()).map_err(|_| {
-            ApiError::bad_request("malformed_form", "a multipart field is not valid UTF-8")
-        })?;
+        let value =
+            String::from_utf8(field.bytes().await.map_err(bad)?.to_vec()).map_err(|_| {
+                ApiError::bad_request("malformed_form", "a multipart field is not valid UTF-8")
+            })?;
         out.push((name, value));
     }
     Ok(out)
@@ -294,12 +300,7 @@ pub async fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
     let event_type = match (req.route, status) {
         (Route::ExotelIncoming, _) => Some(EventType::CallStarted),
         (_, Some(s)) => super::call_event_for_status(s),
-        (_, None) => {
-            return Err(ApiError::bad_request(
-                "missing_field",
-                "Status is required",
-            ))
-        }
+        (_, None) => return Err(ApiError::bad_request("missing_field", "Status is required")),
     };
     let Some(event_type) = event_type else {
         return Ok(Normalized {
@@ -371,7 +372,10 @@ mod tests {
             parse_time("2026-05-07 19:53:11").map(crate::event::rfc3339),
             Some("2026-05-07T14:23:11Z".to_owned())
         );
-        assert_eq!(parse_time("1970-01-01 05:30:00").map(|t| t.timestamp()), Some(0));
+        assert_eq!(
+            parse_time("1970-01-01 05:30:00").map(|t| t.timestamp()),
+            Some(0)
+        );
         assert_eq!(parse_time("junk"), None);
     }
 
@@ -392,11 +396,9 @@ mod tests {
         );
         assert!(ExotelConfig::from_request(json!({"passthru_status": 500}), None).is_err());
         assert!(ExotelConfig::from_request(json!({"allowed_ips": ["nope"]}), None).is_err());
-        let ips = ExotelConfig::from_request(
-            json!({"allowed_ips": ["203.0.113.7", "10.0.0.0/8"]}),
-            None,
-        )
-        .unwrap();
+        let ips =
+            ExotelConfig::from_request(json!({"allowed_ips": ["203.0.113.7", "10.0.0.0/8"]}), None)
+                .unwrap();
         assert_eq!(ips.allowed_ips, vec!["203.0.113.7/32", "10.0.0.0/8"]);
         assert!(ips.ip_allowed("10.1.2.3".parse().unwrap()));
         assert!(!ips.ip_allowed("203.0.113.8".parse().unwrap()));

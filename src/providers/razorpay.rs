@@ -90,7 +90,10 @@ fn dedup_key(req: &Inbound, ev: &Value, event: &str) -> String {
     // The entity the event is about is named by its prefix: `payment.captured` → payment.
     let entity = event.split('.').next().unwrap_or_default();
     let entity_id = str_at(ev, &format!("/payload/{entity}/entity/id")).unwrap_or_default();
-    let created = ev.get("created_at").map(Value::to_string).unwrap_or_default();
+    let created = ev
+        .get("created_at")
+        .map(Value::to_string)
+        .unwrap_or_default();
     format!("{event}:{entity_id}:{created}")
 }
 
@@ -135,7 +138,10 @@ pub fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
     Ok(Payment {
         event_type: mapped,
         payment_id,
-        amount: int(&["/payload/payment/entity/amount", "/payload/order/entity/amount"]),
+        amount: int(&[
+            "/payload/payment/entity/amount",
+            "/payload/order/entity/amount",
+        ]),
         currency: first_str(
             &ev,
             &[
@@ -146,7 +152,10 @@ pub fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
         ),
         order_id: first_str(
             &ev,
-            &["/payload/payment/entity/order_id", "/payload/order/entity/id"],
+            &[
+                "/payload/payment/entity/order_id",
+                "/payload/order/entity/id",
+            ],
         ),
         refunded_amount,
         email: str_at(&ev, "/payload/payment/entity/email"),

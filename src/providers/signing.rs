@@ -34,10 +34,7 @@ pub fn any_secret_matches(
 }
 
 /// Lists of secrets given in a provider config must hold at least one non-empty entry.
-pub fn validate_secrets(
-    field: &str,
-    secrets: &[String],
-) -> Result<(), crate::error::ApiError> {
+pub fn validate_secrets(field: &str, secrets: &[String]) -> Result<(), crate::error::ApiError> {
     if secrets.is_empty() || secrets.iter().any(|s| s.trim().is_empty()) {
         return Err(crate::error::ApiError::bad_request(
             "invalid_config",
