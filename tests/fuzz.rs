@@ -162,10 +162,15 @@ fn content_type() -> impl Strategy<Value = Option<String>> {
     ])
 }
 
+/// One of `list`.
+fn word(list: &[&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(list.to_vec()).prop_map(str::to_owned)
+}
+
 /// Names providers send, and some that are not.
 fn param_name() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec![
+        word(&[
             "CallSid",
             "CallStatus",
             "Status",
@@ -183,15 +188,14 @@ fn param_name() -> impl Strategy<Value = String> {
             "token",
             "Legs[0][Status]",
             "bodySHA256",
-        ])
-        .prop_map(str::to_owned),
+        ]),
         "[ -~]{0,12}",
     ]
 }
 
 fn param_value() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec![
+        word(&[
             "completed",
             "ringing",
             "in-progress",
@@ -203,8 +207,7 @@ fn param_value() -> impl Strategy<Value = String> {
             "99999999999999999999999",
             "2026-05-07 19:55:12",
             "outbound-api",
-        ])
-        .prop_map(str::to_owned),
+        ]),
         any::<String>(),
     ]
 }
@@ -369,7 +372,7 @@ fn random_headers_and_queries_never_answer_5xx() {
     let h = Harness::new();
     let header = (
         prop_oneof![
-            prop::sample::select(vec![
+            word(&[
                 "content-type",
                 "stripe-signature",
                 "x-razorpay-signature",
@@ -380,8 +383,7 @@ fn random_headers_and_queries_never_answer_5xx() {
                 "x-forwarded-host",
                 "transfer-encoding",
                 "content-encoding",
-            ])
-            .prop_map(str::to_owned),
+            ]),
             "[a-z][a-z0-9-]{0,15}",
         ],
         "[ -~]{0,80}",

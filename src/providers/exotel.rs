@@ -15,12 +15,13 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::call::Call;
 use super::params::{self, Params};
 use super::signing::any_secret_matches;
-use super::{EventDraft, Inbound, Normalized, Rejection, Route, Verified};
+use super::{Inbound, Normalized, Rejection, Route, Verified};
 use crate::crypto::{random_token, redact};
 use crate::error::ApiError;
-use crate::event::{EventType, Subject};
+use crate::event::EventType;
 
 /// A tenant's Exotel settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -241,13 +242,7 @@ async fn provider_params(req: &Inbound) -> Result<(Params, Value), ApiError> {
         Body::Form => (params::parse_form(&req.body)?, None),
         Body::Multipart(boundary) => (parse_multipart(req.body.clone(), boundary).await?, None),
         Body::Json => {
-            let v = params::parse_json(&req.body)?;
-            if !v.is_object() {
-                return Err(ApiError::bad_request(
-                    "malformed_json",
-                    "body must be a JSON object",
-                ));
-            }
+            let v = params::parse_json_object(&req.body)?;
             (params::json_object_params(&v), Some(v))
         }
     };
@@ -303,54 +298,30 @@ pub async fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
         (_, None) => return Err(ApiError::bad_request("missing_field", "Status is required")),
     };
     let Some(event_type) = event_type else {
-        return Ok(Normalized {
-            dedup_key,
-            event: None,
-        });
+        return Ok(Normalized::ignored(dedup_key));
     };
-    let direction = match params::first(&p, "Direction") {
-        Some(d) if d.starts_with("outbound") => "outbound",
-        _ => "inbound",
-    };
-    let status = status.unwrap_or("ringing");
-    let is_status_callback = req.route == Route::ExotelStatus;
-    let duration = is_status_callback
+    // Passthru's DialCallDuration is of an earlier applet, not of this call's start.
+    let duration_seconds = (req.route == Route::ExotelStatus)
         .then(|| {
             ["ConversationDuration", "Duration", "DialCallDuration"]
                 .iter()
                 .find_map(|n| params::int(&p, n))
         })
         .flatten();
-    let data = json!({
-        "call_id": call_sid,
-        "provider": "exotel",
-        "direction": direction,
-        "from": first_of(&p, &["From", "CallFrom"]),
-        "to": first_of(&p, &["To", "CallTo"]),
-        "status": status,
-        "duration_seconds": duration,
-        "recording_url": params::first_nonempty(&p, "RecordingUrl"),
-        "failure_reason": (event_type == EventType::CallFailed).then_some(status),
-        "sequence": null,
-        "provider_data": provider_data,
-    });
     let occurred_at = first_of(&p, &["DateUpdated", "CurrentTime"]).and_then(parse_time);
-    let event = EventDraft {
-        req,
+    Ok(Call {
         event_type,
-        subject: Subject {
-            kind: "call",
-            id: format!("exotel:{call_sid}"),
-        },
-        occurred_at,
-        provider_event_id: dedup_key.clone(),
-        data,
+        call_id: call_sid,
+        direction: params::first(&p, "Direction"),
+        from: first_of(&p, &["From", "CallFrom"]),
+        to: first_of(&p, &["To", "CallTo"]),
+        status: status.unwrap_or("ringing"),
+        duration_seconds,
+        recording_url: params::first_nonempty(&p, "RecordingUrl"),
+        sequence: None,
+        provider_data,
     }
-    .build();
-    Ok(Normalized {
-        dedup_key,
-        event: Some(event),
-    })
+    .normalized(req, dedup_key, occurred_at))
 }
 
 #[cfg(test)]

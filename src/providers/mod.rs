@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::event::{Event, EventType, NewEvent, Source, Subject};
 
+pub mod call;
 pub mod config;
 pub mod exotel;
 pub mod params;
@@ -137,6 +138,16 @@ pub struct Normalized {
     pub dedup_key: String,
     /// `None` when the callback maps to no normalized event.
     pub event: Option<NewEvent>,
+}
+
+impl Normalized {
+    /// A verified callback that maps to no normalized event: acknowledged, logged, not emitted.
+    pub fn ignored(dedup_key: String) -> Self {
+        Self {
+            dedup_key,
+            event: None,
+        }
+    }
 }
 
 /// Builds the event envelope shared by every provider.

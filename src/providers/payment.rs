@@ -22,18 +22,6 @@ pub fn require_json(req: &Inbound, provider: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a verified JSON event body, which must be an object.
-pub fn parse_event(body: &[u8]) -> Result<Value, ApiError> {
-    let v = params::parse_json(body)?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "malformed_json",
-            "the event must be a JSON object",
-        ));
-    }
-    Ok(v)
-}
-
 /// A 400 for a field a mapped event cannot do without.
 pub fn missing(field: &str) -> ApiError {
     ApiError::bad_request("missing_field", format!("{field} is required"))
@@ -123,13 +111,5 @@ impl Payment<'_> {
             dedup_key,
             event: Some(event),
         }
-    }
-}
-
-/// A verified event of a type hookgate does not translate: acknowledged, logged, not emitted.
-pub fn ignored(dedup_key: String) -> Normalized {
-    Normalized {
-        dedup_key,
-        event: None,
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::payment::{self, first_str, int_at, missing, str_at, unix_at, Payment};
 use super::signing::{any_secret_matches, hmac_sha256_hex, validate_secrets};
-use super::{Inbound, Normalized, Rejection, Verified};
+use super::{params, Inbound, Normalized, Rejection, Verified};
 use crate::crypto::redact;
 use crate::error::ApiError;
 use crate::event::EventType;
@@ -100,11 +100,11 @@ fn dedup_key(req: &Inbound, ev: &Value, event: &str) -> String {
 /// Turns a verified Razorpay webhook into its dedup key and normalized event.
 pub fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
     let req = v.request();
-    let ev = payment::parse_event(&req.body)?;
+    let ev = params::parse_json_object(&req.body)?;
     let event = str_at(&ev, "/event").ok_or_else(|| missing("event"))?;
     let key = dedup_key(req, &ev, event);
     let Some(mapped) = map_type(event) else {
-        return Ok(payment::ignored(key));
+        return Ok(Normalized::ignored(key));
     };
     let int = |pointers: &[&str]| pointers.iter().find_map(|p| int_at(&ev, p));
     let payment_id = first_str(

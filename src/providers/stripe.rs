@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::payment::{self, first_str, int_at, missing, str_at, unix_at, Payment};
 use super::signing::{any_secret_matches, hmac_sha256_hex, validate_secrets};
-use super::{Inbound, Normalized, Rejection, Verified};
+use super::{params, Inbound, Normalized, Rejection, Verified};
 use crate::crypto::redact;
 use crate::error::ApiError;
 use crate::event::EventType;
@@ -172,12 +172,12 @@ fn map_type(event_type: &str, object: &Value) -> Option<EventType> {
 /// Turns a verified Stripe event into its dedup key (the event id) and normalized event.
 pub fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
     let req = v.request();
-    let ev = payment::parse_event(&req.body)?;
+    let ev = params::parse_json_object(&req.body)?;
     let id = str_at(&ev, "/id").ok_or_else(|| missing("id"))?.to_owned();
     let event_type = str_at(&ev, "/type").ok_or_else(|| missing("type"))?;
     let object = ev.pointer("/data/object").unwrap_or(&Value::Null);
     let Some(mapped) = map_type(event_type, object) else {
-        return Ok(payment::ignored(id));
+        return Ok(Normalized::ignored(id));
     };
     if !object.is_object() {
         return Err(missing("data.object"));

@@ -316,3 +316,33 @@ impl TestApp {
         )
     }
 }
+
+/// An event's `data` without `provider_data`, and `provider_data`: the normalized fields are
+/// compared whole, the provider's own data separately.
+pub fn split_provider_data(data: &Value) -> (Value, Value) {
+    let mut d = data.clone();
+    let provider_data = d
+        .as_object_mut()
+        .and_then(|m| m.remove("provider_data"))
+        .expect("data has provider_data");
+    (d, provider_data)
+}
+
+/// The API's time format of a unix-seconds JSON number.
+pub fn rfc3339_of(unix: &Value) -> String {
+    hookgate::event::rfc3339(chrono::DateTime::from_timestamp(unix.as_i64().unwrap(), 0).unwrap())
+}
+
+impl TestApp {
+    /// Runs `hookgate simulate` expecting success; returns what it printed on stdout (asserting
+    /// that neither stream shows `secret`).
+    pub async fn simulate_ok(&self, args: &[&str], secret: &str) -> String {
+        let (ok, out, err) = self.simulate(args).await;
+        assert!(ok, "simulate {args:?} failed\nstdout: {out}\nstderr: {err}");
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "simulate printed a secret"
+        );
+        out
+    }
+}
