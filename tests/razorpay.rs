@@ -92,13 +92,7 @@ async fn the_official_vector_over_http_passes_verification() {
 async fn payment_captured_becomes_payment_completed_field_by_field() {
     let app = razorpay_app().await;
     let req = event("payment.captured", "pay_TestCaptured01");
-    let r = app.send(&req).await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = r.json().await.unwrap();
-    let events = app.events("acme").await;
-    assert_eq!(events.len(), 1);
-    let e = &events[0];
-    assert_eq!(answer["event_id"], e["id"]);
+    let e = &app.send_for_event("acme", &req, 200).await;
     assert_eq!(e["type"], "payment.completed");
     let sent: Value = serde_json::from_slice(&req.body).unwrap();
     let event_id_header = &req

@@ -118,13 +118,7 @@ async fn official_vectors_over_http_verify_then_fail_only_on_their_age() {
 async fn payment_intent_succeeded_becomes_payment_completed_field_by_field() {
     let app = stripe_app().await;
     let req = event("payment_intent.succeeded", "pi_3TestCompleted0000001");
-    let r = app.send(&req).await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = r.json().await.unwrap();
-    let events = app.events("acme").await;
-    assert_eq!(events.len(), 1);
-    let e = &events[0];
-    assert_eq!(answer["event_id"], e["id"]);
+    let e = &app.send_for_event("acme", &req, 200).await;
     assert_eq!(e["type"], "payment.completed");
     assert_eq!(e["tenant_id"], "acme");
     let sent: Value = serde_json::from_slice(&req.body).unwrap();

@@ -51,13 +51,14 @@ fn form_body(form: &[(String, String)]) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The pairs of a form fixture, with `from` values replaced by `to`.
+/// The pairs of a form fixture, with `from` replaced by `to` in every value (the fixture's call
+/// id also stands inside its recording URL).
 fn form_fixture(fixture: &str, replace: &[(&str, &str)]) -> Vec<(String, String)> {
     form_urlencoded::parse(fixture.trim().as_bytes())
         .into_owned()
-        .map(|(k, v)| match replace.iter().find(|(from, _)| *from == v) {
-            Some((_, to)) => (k, (*to).to_owned()),
-            None => (k, v),
+        .map(|(k, v)| {
+            let v = replace.iter().fold(v, |v, (from, to)| v.replace(from, to));
+            (k, v)
         })
         .collect()
 }

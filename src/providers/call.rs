@@ -51,7 +51,7 @@ impl Call<'_> {
             "sequence": self.sequence,
             "provider_data": self.provider_data,
         });
-        let event = EventDraft {
+        EventDraft {
             req,
             event_type: self.event_type,
             subject: Subject {
@@ -59,13 +59,9 @@ impl Call<'_> {
                 id: format!("{provider}:{}", self.call_id),
             },
             occurred_at,
-            provider_event_id: dedup_key.clone(),
+            provider_event_id: dedup_key,
             data,
         }
-        .build();
-        Normalized {
-            dedup_key,
-            event: Some(event),
-        }
+        .normalized()
     }
 }

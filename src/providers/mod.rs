@@ -161,6 +161,14 @@ pub struct EventDraft<'a> {
 }
 
 impl EventDraft<'_> {
+    /// The event, deduplicated on its `provider_event_id`.
+    pub fn normalized(self) -> Normalized {
+        Normalized {
+            dedup_key: self.provider_event_id.clone(),
+            event: Some(self.build()),
+        }
+    }
+
     pub fn build(self) -> NewEvent {
         let received = crate::event::rfc3339(self.req.received_at);
         NewEvent {

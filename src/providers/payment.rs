@@ -95,7 +95,7 @@ impl Payment<'_> {
             "failure_reason": self.failure_reason,
             "provider_data": self.provider_data,
         });
-        let event = EventDraft {
+        EventDraft {
             req,
             event_type: self.event_type,
             subject: Subject {
@@ -103,13 +103,9 @@ impl Payment<'_> {
                 id: format!("{provider}:{}", self.payment_id),
             },
             occurred_at,
-            provider_event_id: dedup_key.clone(),
+            provider_event_id: dedup_key,
             data,
         }
-        .build();
-        Normalized {
-            dedup_key,
-            event: Some(event),
-        }
+        .normalized()
     }
 }

@@ -346,3 +346,22 @@ impl TestApp {
         out
     }
 }
+
+impl TestApp {
+    /// Sends `req`, expects `status` and an answer naming a new event; returns that event (the
+    /// newest of the tenant's feed).
+    pub async fn send_for_event(
+        &self,
+        tenant: &str,
+        req: &hookgate::cli::SignedRequest,
+        status: u16,
+    ) -> Value {
+        let r = self.send(req).await;
+        assert_eq!(r.status(), status);
+        let answer: Value = r.json().await.unwrap();
+        let events = self.events(tenant).await;
+        let newest = events.last().expect("an event was emitted").clone();
+        assert_eq!(answer, json!({"event_id": newest["id"]}));
+        newest
+    }
+}
