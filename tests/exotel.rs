@@ -15,18 +15,8 @@ use tokio::io::AsyncReadExt;
 
 const TOKEN: &str = "exotel-url-token-0123456789";
 
-async fn exotel_app_with(
-    cfg: Value,
-    tweak: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
-) -> TestApp {
-    let app = spawn_with(tweak).await;
-    app.create_tenant("acme").await;
-    app.put_provider("acme", "exotel", cfg).await;
-    app
-}
-
 async fn exotel_app() -> TestApp {
-    exotel_app_with(json!({"tokens": [TOKEN]}), |_| {}).await
+    spawn_tenant("exotel", json!({"tokens": [TOKEN]}), |_| {}).await
 }
 
 fn status_cb(call: &str, status: &str) -> SignedRequest {
@@ -100,7 +90,12 @@ async fn passthru_hit_becomes_call_started_with_exotels_own_parameters() {
 
 #[tokio::test]
 async fn passthru_answers_the_configured_302_first_time_and_duplicate() {
-    let app = exotel_app_with(json!({"tokens": [TOKEN], "passthru_status": 302}), |_| {}).await;
+    let app = spawn_tenant(
+        "exotel",
+        json!({"tokens": [TOKEN], "passthru_status": 302}),
+        |_| {},
+    )
+    .await;
     let req = passthru("exo0000000000000000000000000302");
     assert_eq!(app.send(&req).await.status(), 302);
     assert_eq!(app.send(&req).await.status(), 302);
@@ -236,7 +231,12 @@ async fn one_event_per_call_and_type_and_twenty_concurrent_callbacks_give_one() 
 
 #[tokio::test]
 async fn tokens_are_checked_and_rejections_logged() {
-    let app = exotel_app_with(json!({"tokens": ["old-exotel-token-aaaa", TOKEN]}), |_| {}).await;
+    let app = spawn_tenant(
+        "exotel",
+        json!({"tokens": ["old-exotel-token-aaaa", TOKEN]}),
+        |_| {},
+    )
+    .await;
     let call = "exotoken000000000000000000000001";
     let good = status_cb(call, "completed");
     let path = |q: &str| good.clone_with_path(&format!("/api/exotel/status?tenant_id=acme{q}"));
@@ -275,7 +275,7 @@ async fn tokens_are_checked_and_rejections_logged() {
 async fn the_ip_allow_list_sees_the_client_only_through_trusted_proxies() {
     let cfg = json!({"tokens": [TOKEN], "allowed_ips": ["203.0.113.0/24"]});
     // Not behind a trusted proxy: the peer (127.0.0.1) counts, X-Forwarded-For is ignored.
-    let app = exotel_app_with(cfg.clone(), |_| {}).await;
+    let app = spawn_tenant("exotel", cfg.clone(), |_| {}).await;
     let mut req = status_cb("exoip00000000000000000000000001", "completed");
     req.headers
         .push(("x-forwarded-for".into(), "203.0.113.9".into()));
@@ -285,7 +285,7 @@ async fn the_ip_allow_list_sees_the_client_only_through_trusted_proxies() {
     );
     assert_eq!(app.inbound("acme").await[0]["remote_addr"], "127.0.0.1");
     // Behind a trusted proxy: the forwarded client counts.
-    let app = exotel_app_with(cfg, |m| {
+    let app = spawn_tenant("exotel", cfg, |m| {
         m.insert("trusted_proxies".into(), "127.0.0.1/32".into());
     })
     .await;

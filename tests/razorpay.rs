@@ -12,30 +12,16 @@ use serde_json::{json, Value};
 const SECRET: &str = "rzp-webhook-secret-01";
 
 async fn razorpay_app() -> TestApp {
-    let app = spawn_app().await;
-    app.create_tenant("acme").await;
-    app.put_provider("acme", "razorpay", json!({"webhook_secrets": [SECRET]}))
-        .await;
-    app
+    spawn_tenant("razorpay", json!({"webhook_secrets": [SECRET]}), |_| {}).await
 }
 
 fn event(kind: &str, payment_id: &str) -> SignedRequest {
     razorpay_request("acme", SECRET, kind, payment_id).unwrap()
 }
 
-/// `req` with `name` set to `value` (or removed).
-fn with_header(req: &SignedRequest, name: &str, value: Option<&str>) -> SignedRequest {
-    let mut out = req.clone_with_path(&req.path_and_query);
-    out.headers.retain(|(k, _)| k != name);
-    if let Some(v) = value {
-        out.headers.push((name.to_owned(), v.to_owned()));
-    }
-    out
-}
-
 /// `req` with another body, signed again.
 fn resigned(req: &SignedRequest, body: &[u8]) -> SignedRequest {
-    let mut out = with_header(req, "x-razorpay-signature", Some(&sign(SECRET, body)));
+    let mut out = req.with_header("x-razorpay-signature", Some(&sign(SECRET, body)));
     out.body = body.to_vec();
     out
 }
@@ -227,11 +213,11 @@ async fn dedup_uses_the_event_id_header_else_event_entity_and_time() {
         .find(|(k, _)| k == "x-razorpay-event-id")
         .unwrap()
         .1;
-    let retry = with_header(&other, "x-razorpay-event-id", Some(id));
+    let retry = other.with_header("x-razorpay-event-id", Some(id));
     let r = app.send(&retry).await;
     assert_eq!(r.text().await.unwrap(), expected);
     // Without the header: the same body is a duplicate, another payment is not.
-    let bare = with_header(&other, "x-razorpay-event-id", None);
+    let bare = other.with_header("x-razorpay-event-id", None);
     assert_eq!(app.send(&bare).await.status(), 200);
     assert_eq!(app.send(&bare).await.status(), 200);
     let events = app.events("acme").await;
@@ -254,16 +240,12 @@ async fn error_table_for_razorpay_callbacks() {
     let app = razorpay_app().await;
     app.create_tenant("bare").await;
     let req = event("payment.captured", "pay_TestErrors001");
-    let wrong = with_header(
-        &req,
-        "x-razorpay-signature",
-        Some(&sign("other", &req.body)),
-    );
+    let wrong = req.with_header("x-razorpay-signature", Some(&sign("other", &req.body)));
     assert_eq!(
         error_code(app.send(&wrong).await).await,
         (401, "bad_signature".into())
     );
-    let unsigned = with_header(&req, "x-razorpay-signature", None);
+    let unsigned = req.with_header("x-razorpay-signature", None);
     assert_eq!(
         error_code(app.send(&unsigned).await).await,
         (401, "missing_signature".into())
@@ -296,7 +278,7 @@ async fn error_table_for_razorpay_callbacks() {
         (400, "missing_field".into())
     );
     for ct in [Some("text/plain"), None] {
-        let r = app.send(&with_header(&req, "content-type", ct)).await;
+        let r = app.send(&req.with_header("content-type", ct)).await;
         assert_eq!(error_code(r).await, (415, "unsupported_media_type".into()));
     }
     for path in [

@@ -16,11 +16,7 @@ fn now() -> i64 {
 }
 
 async fn stripe_app() -> TestApp {
-    let app = spawn_app().await;
-    app.create_tenant("acme").await;
-    app.put_provider("acme", "stripe", json!({"signing_secrets": [SECRET]}))
-        .await;
-    app
+    spawn_tenant("stripe", json!({"signing_secrets": [SECRET]}), |_| {}).await
 }
 
 fn event(kind: &str, payment_id: &str) -> SignedRequest {
@@ -35,15 +31,6 @@ fn resigned(req: &SignedRequest, body: Vec<u8>, secret: &str, t: i64) -> SignedR
         if k == "stripe-signature" {
             *v = header(secret, t, &out.body);
         }
-    }
-    out
-}
-
-fn with_header(req: &SignedRequest, name: &str, value: Option<&str>) -> SignedRequest {
-    let mut out = req.clone_with_path(&req.path_and_query);
-    out.headers.retain(|(k, _)| k != name);
-    if let Some(v) = value {
-        out.headers.push((name.to_owned(), v.to_owned()));
     }
     out
 }
@@ -286,11 +273,11 @@ async fn signatures_and_the_replay_window_are_enforced_and_logged() {
             "bad_signature",
         ),
         (
-            with_header(&req, "stripe-signature", None),
+            req.with_header("stripe-signature", None),
             "missing_signature",
         ),
         (
-            with_header(&req, "stripe-signature", Some("garbage")),
+            req.with_header("stripe-signature", Some("garbage")),
             "bad_signature",
         ),
         (
@@ -337,7 +324,7 @@ async fn signatures_and_the_replay_window_are_enforced_and_logged() {
         .unwrap();
     let two = format!("{},v1={}", sig.1, "0".repeat(64));
     assert_eq!(
-        app.send(&with_header(&late, "stripe-signature", Some(&two)))
+        app.send(&late.with_header("stripe-signature", Some(&two)))
             .await
             .status(),
         200
@@ -397,7 +384,7 @@ async fn error_table_for_stripe_callbacks() {
         Some("application/x-www-form-urlencoded"),
         None,
     ] {
-        let r = app.send(&with_header(&req, "content-type", ct)).await;
+        let r = app.send(&req.with_header("content-type", ct)).await;
         assert_eq!(
             error_code(r).await,
             (415, "unsupported_media_type".into()),

@@ -25,6 +25,15 @@ impl SignedRequest {
             body: self.body.clone(),
         }
     }
+
+    /// The same request with header `name` set to `value`, or removed when `None`.
+    pub fn with_header(&self, name: &str, value: Option<&str>) -> Self {
+        let mut out = self.clone_with_path(&self.path_and_query);
+        out.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        out.headers
+            .extend(value.map(|v| (name.to_owned(), v.to_owned())));
+        out
+    }
 }
 
 /// A random id with `prefix` and 32 hex digits, like Twilio's and Exotel's call ids.

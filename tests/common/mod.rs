@@ -45,6 +45,18 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> Te
     start(map, dir).await
 }
 
+/// Starts a gateway with tenant `acme` configured for `provider` with `cfg`.
+pub async fn spawn_tenant(
+    provider: &str,
+    cfg: Value,
+    tweak: impl FnOnce(&mut BTreeMap<String, String>),
+) -> TestApp {
+    let app = spawn_with(tweak).await;
+    app.create_tenant("acme").await;
+    app.put_provider("acme", provider, cfg).await;
+    app
+}
+
 /// Starts a gateway on an explicit config map and directory (used to restart on the same DB).
 pub async fn start(mut map: BTreeMap<String, String>, dir: tempfile::TempDir) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
