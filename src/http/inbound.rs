@@ -124,7 +124,7 @@ async fn handle(
         kind,
     };
     let raw_body = inbound.body.clone();
-    let normalized = match verify_and_normalize(inbound, &cfg) {
+    let normalized = match verify_and_normalize(inbound, &cfg).await {
         Ok(Ok(n)) => n,
         Ok(Err(rejection)) => {
             tracing::info!(reason = rejection.reason, "inbound callback rejected");
@@ -170,23 +170,37 @@ async fn handle(
     Ok(success_response(route, &cfg, status, event_id))
 }
 
-/// Verifies with the provider's own scheme, then normalizes.
-fn verify_and_normalize(
+/// Verifies with the provider's own scheme, then normalizes. Only a `Verified` request reaches a
+/// normalizer.
+async fn verify_and_normalize(
     req: Inbound,
     cfg: &ProviderConfig,
 ) -> Result<Result<Normalized, Rejection>, ApiError> {
+    use providers::{exotel, razorpay, stripe, twilio};
+    let verified = match cfg {
+        ProviderConfig::Twilio(c) => twilio::verify(req, c)?,
+        ProviderConfig::Exotel(c) => exotel::verify(req, c)?,
+        ProviderConfig::Stripe(c) => stripe::verify(req, c)?,
+        ProviderConfig::Razorpay(c) => razorpay::verify(req, c)?,
+    };
+    let v = match verified {
+        Ok(v) => v,
+        Err(r) => return Ok(Err(r)),
+    };
     match cfg {
-        ProviderConfig::Twilio(c) => match providers::twilio::verify(req, c)? {
-            Ok(v) => providers::twilio::normalize(&v).map(Ok),
-            Err(r) => Ok(Err(r)),
-        },
+        ProviderConfig::Twilio(_) => twilio::normalize(&v),
+        ProviderConfig::Exotel(_) => exotel::normalize(&v).await,
+        ProviderConfig::Stripe(_) => stripe::normalize(&v),
+        ProviderConfig::Razorpay(_) => razorpay::normalize(&v),
     }
+    .map(Ok)
 }
 
 /// The status a new, verified, mapped callback is answered with.
-fn success_status(route: Route, _cfg: &ProviderConfig) -> u16 {
-    match route {
-        Route::TwilioStatus => 204,
+fn success_status(route: Route, cfg: &ProviderConfig) -> u16 {
+    match (route, cfg) {
+        (Route::TwilioStatus, _) => 204,
+        (Route::ExotelIncoming, ProviderConfig::Exotel(c)) => c.passthru_status,
         _ => 200,
     }
 }

@@ -11,8 +11,14 @@ use serde_json::Value;
 
 use crate::event::{Event, EventType, NewEvent, Source, Subject};
 
+pub mod call;
 pub mod config;
+pub mod exotel;
 pub mod params;
+pub mod payment;
+pub mod razorpay;
+pub mod signing;
+pub mod stripe;
 pub mod twilio;
 
 /// The inbound routes, one per provider endpoint.
@@ -134,6 +140,16 @@ pub struct Normalized {
     pub event: Option<NewEvent>,
 }
 
+impl Normalized {
+    /// A verified callback that maps to no normalized event: acknowledged, logged, not emitted.
+    pub fn ignored(dedup_key: String) -> Self {
+        Self {
+            dedup_key,
+            event: None,
+        }
+    }
+}
+
 /// Builds the event envelope shared by every provider.
 pub struct EventDraft<'a> {
     pub req: &'a Inbound,
@@ -145,6 +161,14 @@ pub struct EventDraft<'a> {
 }
 
 impl EventDraft<'_> {
+    /// The event, deduplicated on its `provider_event_id`.
+    pub fn normalized(self) -> Normalized {
+        Normalized {
+            dedup_key: self.provider_event_id.clone(),
+            event: Some(self.build()),
+        }
+    }
+
     pub fn build(self) -> NewEvent {
         let received = crate::event::rfc3339(self.req.received_at);
         NewEvent {

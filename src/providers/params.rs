@@ -109,6 +109,18 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// Parses a JSON body that must be an object (every provider's callbacks are).
+pub fn parse_json_object(body: &[u8]) -> Result<Value, ApiError> {
+    let v = parse_json(body)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
 /// Parses an integer parameter, ignoring junk (providers send empty strings for absent values).
 pub fn int(params: &[(String, String)], name: &str) -> Option<i64> {
     first(params, name).and_then(|v| v.trim().parse().ok())

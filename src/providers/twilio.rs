@@ -16,11 +16,12 @@ use serde_json::json;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use super::call::Call;
 use super::params::{self, Params};
-use super::{EventDraft, Inbound, Normalized, Rejection, Route, Verified};
+use super::{Inbound, Normalized, Rejection, Route, Verified};
 use crate::crypto::{ct_eq, redact};
 use crate::error::ApiError;
-use crate::event::{EventType, Subject};
+use crate::event::EventType;
 
 /// A tenant's Twilio credentials.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -38,13 +39,7 @@ pub fn default_twiml() -> String {
 
 impl TwilioConfig {
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.auth_tokens.is_empty() || self.auth_tokens.iter().any(|t| t.trim().is_empty()) {
-            return Err(ApiError::bad_request(
-                "invalid_config",
-                "auth_tokens must list at least one non-empty token",
-            ));
-        }
-        Ok(())
+        super::signing::validate_secrets("auth_tokens", &self.auth_tokens)
     }
     pub fn redacted(&self) -> serde_json::Value {
         json!({
@@ -108,9 +103,7 @@ pub fn signature_matches(
 ) -> bool {
     let mut ok = false;
     for u in url_variants(url) {
-        for t in tokens {
-            ok |= ct_eq(sign(t, &u, form).as_bytes(), signature.as_bytes());
-        }
+        ok |= super::signing::any_secret_matches(tokens, &[signature], |t| sign(t, &u, form));
     }
     ok
 }
@@ -203,13 +196,7 @@ fn provider_params(req: &Inbound) -> Result<(Params, serde_json::Value), ApiErro
             (p, data)
         }
         Body::Json => {
-            let v = params::parse_json(&req.body)?;
-            if !v.is_object() {
-                return Err(ApiError::bad_request(
-                    "malformed_json",
-                    "body must be a JSON object",
-                ));
-            }
+            let v = params::parse_json_object(&req.body)?;
             (params::json_object_params(&v), v)
         }
     })
@@ -246,48 +233,28 @@ pub fn normalize(v: &Verified) -> Result<Normalized, ApiError> {
         }
     };
     let Some(event_type) = event_type else {
-        return Ok(Normalized {
-            dedup_key,
-            event: None,
-        });
+        return Ok(Normalized::ignored(dedup_key));
     };
-    let direction = match params::first(&p, "Direction") {
-        Some(d) if d.starts_with("outbound") => "outbound",
-        _ => "inbound",
-    };
-    let failure_reason = (event_type == EventType::CallFailed).then(|| status.clone());
     let occurred_at = params::first(&p, "Timestamp")
         .and_then(|t| chrono::DateTime::parse_from_rfc2822(t).ok())
         .map(|t| t.with_timezone(&chrono::Utc));
-    let data = json!({
-        "call_id": call_sid,
-        "provider": "twilio",
-        "direction": direction,
-        "from": params::first_nonempty(&p, "From"),
-        "to": params::first_nonempty(&p, "To"),
-        "status": if status.is_empty() { "ringing" } else { status.as_str() },
-        "duration_seconds": params::int(&p, "CallDuration"),
-        "recording_url": params::first_nonempty(&p, "RecordingUrl"),
-        "failure_reason": failure_reason,
-        "sequence": params::int(&p, "SequenceNumber"),
-        "provider_data": provider_data,
-    });
-    let event = EventDraft {
-        req,
+    Ok(Call {
         event_type,
-        subject: Subject {
-            kind: "call",
-            id: format!("twilio:{call_sid}"),
+        call_id: call_sid,
+        direction: params::first(&p, "Direction"),
+        from: params::first_nonempty(&p, "From"),
+        to: params::first_nonempty(&p, "To"),
+        status: if status.is_empty() {
+            "ringing"
+        } else {
+            &status
         },
-        occurred_at,
-        provider_event_id: dedup_key.clone(),
-        data,
+        duration_seconds: params::int(&p, "CallDuration"),
+        recording_url: params::first_nonempty(&p, "RecordingUrl"),
+        sequence: params::int(&p, "SequenceNumber"),
+        provider_data,
     }
-    .build();
-    Ok(Normalized {
-        dedup_key,
-        event: Some(event),
-    })
+    .normalized(req, dedup_key, occurred_at))
 }
 
 #[cfg(test)]

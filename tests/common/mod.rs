@@ -46,6 +46,18 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> Te
     start(map, dir).await
 }
 
+/// Starts a gateway with tenant `acme` configured for `provider` with `cfg`.
+pub async fn spawn_tenant(
+    provider: &str,
+    cfg: Value,
+    tweak: impl FnOnce(&mut BTreeMap<String, String>),
+) -> TestApp {
+    let app = spawn_with(tweak).await;
+    app.create_tenant("acme").await;
+    app.put_provider("acme", provider, cfg).await;
+    app
+}
+
 /// Starts a gateway on an explicit config map and directory (used to restart on the same DB).
 pub async fn start(mut map: BTreeMap<String, String>, dir: tempfile::TempDir) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -255,5 +267,114 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// `(status, error code)` of an error answer.
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+impl TestApp {
+    /// The tenant's inbound log as `(outcome, reason)`, newest first.
+    pub async fn inbound_reasons(&self, tenant: &str) -> Vec<(String, String)> {
+        self.inbound(tenant)
+            .await
+            .iter()
+            .map(|e| {
+                (
+                    e["outcome"].as_str().unwrap_or("").to_owned(),
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Sends `req` `n` times at once; returns every `(status, body)`.
+    pub async fn send_concurrently(
+        &self,
+        req: &hookgate::cli::SignedRequest,
+        n: usize,
+    ) -> Vec<(u16, String)> {
+        let sends = (0..n).map(|_| async {
+            let r = self.send(req).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        futures_util::future::join_all(sends).await
+    }
+
+    /// Runs `hookgate simulate ARGS --tenant TENANT --url BASE` against this gateway's database;
+    /// returns (exit success, stdout, stderr).
+    pub async fn simulate(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("simulate")
+            .args(args)
+            .args(["--url", &self.base])
+            .env("HOOKGATE_DATABASE_URL", &self.config.database_url)
+            .env("HOOKGATE_PUBLIC_URL", &self.config.public_url)
+            .env("RUST_LOG", "hookgate=debug")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run hookgate simulate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// An event's `data` without `provider_data`, and `provider_data`: the normalized fields are
+/// compared whole, the provider's own data separately.
+pub fn split_provider_data(data: &Value) -> (Value, Value) {
+    let mut d = data.clone();
+    let provider_data = d
+        .as_object_mut()
+        .and_then(|m| m.remove("provider_data"))
+        .expect("data has provider_data");
+    (d, provider_data)
+}
+
+/// The API's time format of a unix-seconds JSON number.
+pub fn rfc3339_of(unix: &Value) -> String {
+    hookgate::event::rfc3339(chrono::DateTime::from_timestamp(unix.as_i64().unwrap(), 0).unwrap())
+}
+
+impl TestApp {
+    /// Runs `hookgate simulate` expecting success; returns what it printed on stdout (asserting
+    /// that neither stream shows `secret`).
+    pub async fn simulate_ok(&self, args: &[&str], secret: &str) -> String {
+        let (ok, out, err) = self.simulate(args).await;
+        assert!(ok, "simulate {args:?} failed\nstdout: {out}\nstderr: {err}");
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "simulate printed a secret"
+        );
+        out
+    }
+}
+
+impl TestApp {
+    /// Sends `req`, expects `status` and an answer naming a new event; returns that event (the
+    /// newest of the tenant's feed).
+    pub async fn send_for_event(
+        &self,
+        tenant: &str,
+        req: &hookgate::cli::SignedRequest,
+        status: u16,
+    ) -> Value {
+        let r = self.send(req).await;
+        assert_eq!(r.status(), status);
+        let answer: Value = r.json().await.unwrap();
+        let events = self.events(tenant).await;
+        let newest = events.last().expect("an event was emitted").clone();
+        assert_eq!(answer, json!({"event_id": newest["id"]}));
+        newest
     }
 }
