@@ -321,7 +321,11 @@ async fn inbound(seconds: u64, connections: usize, database: Option<String>, ins
     let mut hg = closed_loop(&bases, connections, dur).await;
     let half = hg.rate() / 2.0;
     let mut steady = open_loop(&bases[0], half, dur).await;
-    let backend = if db.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" };
+    let backend = if db.starts_with("sqlite") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
     println!(
         "inbound benchmark: {backend}, {} instance(s), {connections} keep-alive connections, {seconds} s per run",
         gws.len()
