@@ -96,7 +96,8 @@ pub struct SimulateArgs {
     /// The tenant whose credentials sign the callback.
     #[arg(long)]
     pub tenant: String,
-    /// Where the gateway listens (default: HOOKGATE_PUBLIC_URL).
+    /// The gateway's base URL as providers call it (default: HOOKGATE_PUBLIC_URL); Twilio
+    /// callbacks are signed over it.
     #[arg(long)]
     pub url: Option<String>,
     /// What to report: a call status for calls (completed, ringing, in-progress, busy,
@@ -131,7 +132,8 @@ fn sample_request(
             route,
             &args.tenant,
             &c.auth_tokens[0],
-            &config.public_url,
+            // Signed over the URL it is sent to, as Twilio signs the URL it calls.
+            args.url.as_deref().unwrap_or(&config.public_url),
             &args.status,
             &call_id("CA"),
         ),

@@ -866,4 +866,25 @@ crate::dual! {
         assert_eq!(app.events("acme").await.len(), 1);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+
+    async fn simulate_signs_over_the_url_it_sends_to() {
+        let app = spawn_app().await;
+        app.twilio_tenant("acme", TOKEN).await;
+        // No HOOKGATE_PUBLIC_URL: only --url says where the gateway is.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["simulate", "twilio-status", "--tenant", "acme", "--call-id", "CAsim1"])
+            .args(["--url", &app.base])
+            .env("HOOKGATE_DATABASE_URL", &app.config.database_url)
+            .env_remove("HOOKGATE_PUBLIC_URL")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("< 204"), "{stdout}");
+        assert!(!stdout.contains(TOKEN));
+        let events = app.events("acme").await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["data"]["call_id"], "CAsim1");
+    }
 }
