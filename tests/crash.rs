@@ -4,10 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
 use common::process::{assert_all_delivered, setup_tenant, stream_and_kill, Gateway};
 use common::receiver::Receiver;
 
@@ -15,19 +11,7 @@ const TOKEN: &str = "crash-token";
 
 #[tokio::test]
 async fn sigkill_loses_no_acknowledged_callback() {
-    let failing = Arc::new(AtomicBool::new(true));
-    let rx = Receiver::start(Arc::new({
-        let failing = failing.clone();
-        move |_, _| {
-            let status = if failing.load(Ordering::SeqCst) {
-                500
-            } else {
-                200
-            };
-            (status, vec![], Duration::ZERO)
-        }
-    }))
-    .await;
+    let rx = Receiver::answering(500).await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
     let client = reqwest::Client::new();
@@ -45,7 +29,7 @@ async fn sigkill_loses_no_acknowledged_callback() {
     );
 
     // Restart on the same database with a healthy receiver.
-    failing.store(false, Ordering::SeqCst);
+    rx.set(Receiver::always(200));
     let gw = Gateway::spawn(&db, &[]);
     gw.ready(&client).await;
     assert_all_delivered(&client, &gw, &rx, &acked).await;

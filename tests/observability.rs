@@ -113,10 +113,7 @@ crate::dual! {
 
     async fn gauges_count_pending_deliveries_and_disabled_subscriptions() {
         // A receiver that always fails, with retries far in the future: deliveries stay pending.
-        let rx = Receiver::start(std::sync::Arc::new(|_, _| {
-            (500, Vec::new(), std::time::Duration::ZERO)
-        }))
-        .await;
+        let rx = Receiver::answering(500).await;
         let app = spawn_with(|m| {
             m.insert("retry_schedule".into(), "1h".into());
         })

@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::backend::{fresh_database_url, postgres_url, Backend, BACKEND};
@@ -18,45 +16,36 @@ use hookgate::providers::Route;
 
 const TOKEN: &str = "scale-token";
 
-/// Two gateways on a fresh PostgreSQL schema, or None when no server is configured.
-async fn two_gateways(dir: &tempfile::TempDir) -> Option<(String, [Gateway; 2])> {
+/// Two ready gateways on a fresh PostgreSQL schema with tenant `acme` subscribed to `receiver`,
+/// or None when no server is configured.
+async fn two_gateways(
+    dir: &tempfile::TempDir,
+    client: &reqwest::Client,
+    receiver: &Receiver,
+) -> Option<(String, [Gateway; 2])> {
     postgres_url()?;
     let db = BACKEND
         .scope(Backend::Postgres, fresh_database_url(dir.path()))
         .await;
     // Short attempt timeout so a dead instance's leases expire within the test.
     let extra = [("HOOKGATE_DELIVERY_TIMEOUT", "1s")];
-    Some((
-        db.clone(),
-        [Gateway::spawn(&db, &extra), Gateway::spawn(&db, &extra)],
-    ))
+    let gws = [Gateway::spawn(&db, &extra), Gateway::spawn(&db, &extra)];
+    for gw in &gws {
+        gw.ready(client).await;
+    }
+    setup_tenant(client, &gws[0], TOKEN, &receiver.url).await;
+    Some((db, gws))
 }
 
 #[tokio::test]
 async fn two_instances_share_the_work_and_survive_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((_, gws)) = two_gateways(&dir).await else {
+    let client = reqwest::Client::new();
+    let rx = Receiver::ok().await;
+    let Some((_, gws)) = two_gateways(&dir, &client, &rx).await else {
         eprintln!("HOOKGATE_TEST_POSTGRES_URL unset: skipped");
         return;
     };
-    let failing = Arc::new(AtomicBool::new(false));
-    let rx = Receiver::start(Arc::new({
-        let failing = failing.clone();
-        move |_, _| {
-            let status = if failing.load(Ordering::SeqCst) {
-                503
-            } else {
-                200
-            };
-            (status, vec![], Duration::ZERO)
-        }
-    }))
-    .await;
-    let client = reqwest::Client::new();
-    for gw in &gws {
-        gw.ready(&client).await;
-    }
-    setup_tenant(&client, &gws[0], TOKEN, &rx.url).await;
 
     // Dedup across instances: one callback sent ten times to each instance at once.
     let sends = (0..20).map(|i| {
@@ -97,35 +86,19 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
 #[tokio::test]
 async fn a_killed_instance_has_its_deliveries_taken_over() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((db, gws)) = two_gateways(&dir).await else {
+    let client = reqwest::Client::new();
+    // The receiver fails while the instances accept callbacks, so deliveries pile up, some
+    // leased by the instance that is killed.
+    let rx = Receiver::answering(503).await;
+    let Some((db, gws)) = two_gateways(&dir, &client, &rx).await else {
         eprintln!("HOOKGATE_TEST_POSTGRES_URL unset: skipped");
         return;
     };
-    // The receiver fails while the instances accept callbacks, so deliveries pile up, some
-    // leased by the instance that is killed.
-    let failing = Arc::new(AtomicBool::new(true));
-    let rx = Receiver::start(Arc::new({
-        let failing = failing.clone();
-        move |_, _| {
-            let status = if failing.load(Ordering::SeqCst) {
-                503
-            } else {
-                200
-            };
-            (status, vec![], Duration::ZERO)
-        }
-    }))
-    .await;
-    let client = reqwest::Client::new();
-    for gw in &gws {
-        gw.ready(&client).await;
-    }
-    setup_tenant(&client, &gws[0], TOKEN, &rx.url).await;
     let acked = stream_and_kill(&client, &gws, 1, ("acme", TOKEN), "CAkill", 150).await;
     assert!(acked.len() >= 150);
 
     // A third instance joins; the receiver recovers. The survivors deliver everything.
-    failing.store(false, Ordering::SeqCst);
+    rx.set(Receiver::always(200));
     let third = Gateway::spawn(&db, &[("HOOKGATE_DELIVERY_TIMEOUT", "1s")]);
     third.ready(&client).await;
     assert_all_delivered(&client, &third, &rx, &acked).await;

@@ -72,22 +72,15 @@ struct Gateway {
 /// A new, empty database: a SQLite file in `dir`, or a fresh database on the PostgreSQL server
 /// `database` names.
 async fn fresh_database(database: Option<&str>, dir: &std::path::Path) -> String {
-    use sqlx::{Connection, Executor};
     match database {
         Some(server) if server.starts_with("postgres") => {
-            let mut conn = sqlx::PgConnection::connect(server)
-                .await
-                .expect("connect to the PostgreSQL server");
             let name = format!(
                 "hookgate_bench_{}",
                 hookgate::event::prefixed_id("").to_lowercase()
             );
-            conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            hookgate::store::postgres::create_database(server, &name)
                 .await
-                .expect("create the benchmark database");
-            let mut url = url::Url::parse(server).unwrap();
-            url.set_path(&name);
-            url.to_string()
+                .expect("create the benchmark database")
         }
         _ => format!("sqlite://{}", dir.join("bench.db").display()),
     }

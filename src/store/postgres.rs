@@ -120,6 +120,18 @@ impl PostgresStore {
     }
 }
 
+/// Creates database `name` on the PostgreSQL server `server` (a URL naming any database on it)
+/// and returns the URL of the new database. For test runs and benchmarks.
+pub async fn create_database(server: &str, name: &str) -> anyhow::Result<String> {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(server).await?;
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await?;
+    let mut url = url::Url::parse(server)?;
+    url.set_path(name);
+    Ok(url.to_string())
+}
+
 /// Rows another instance is claiming are skipped, not waited for.
 const CLAIM_SUFFIX: &str = "FOR UPDATE OF d SKIP LOCKED";
 /// Leases in a shared database may belong to live instances; expired ones are taken over.

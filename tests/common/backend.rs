@@ -62,12 +62,9 @@ async fn run_database() -> String {
                 }
             }
             let name = format!("hookgate_test_{now}_{}", std::process::id());
-            conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            hookgate::store::postgres::create_database(&server, &name)
                 .await
-                .expect("create the test database");
-            let mut url = url::Url::parse(&server).unwrap();
-            url.set_path(&name);
-            url.to_string()
+                .expect("create the test database")
         })
         .await
         .clone()

@@ -70,7 +70,17 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
 impl Receiver {
     /// A receiver answering 200 to everything.
     pub async fn ok() -> Self {
-        Self::start(Arc::new(|_, _| (200, vec![], Duration::ZERO))).await
+        Self::answering(200).await
+    }
+
+    /// A receiver answering `status` to everything (change it later with [`Receiver::set`]).
+    pub async fn answering(status: u16) -> Self {
+        Self::start(Self::always(status)).await
+    }
+
+    /// The behaviour "answer `status` at once".
+    pub fn always(status: u16) -> Arc<Behaviour> {
+        Arc::new(move |_, _| (status, vec![], Duration::ZERO))
     }
 
     pub async fn start(behaviour: Arc<Behaviour>) -> Self {
