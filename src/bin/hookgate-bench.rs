@@ -82,7 +82,10 @@ async fn fresh_database(database: Option<&str>, dir: &std::path::Path) -> String
                 .await
                 .expect("create the benchmark database")
         }
-        _ => format!("sqlite://{}", dir.join("bench.db").display()),
+        _ => {
+            std::fs::create_dir_all(dir).expect("create the benchmark directory");
+            format!("sqlite://{}", dir.join("bench.db").display())
+        }
     }
 }
 
@@ -108,6 +111,9 @@ async fn start_gateway(db: &str, extra: &[(&str, &str)]) -> Gateway {
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     while client.get(format!("{base}/readyz")).send().await.is_err() {
+        if handle.is_finished() {
+            panic!("the gateway did not start: {:?}", handle.await);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let admin = |m: reqwest::Method, p: &str, b: serde_json::Value| {
