@@ -2,8 +2,14 @@
 // module `include!`s it after defining `type Db` (the sqlx database) and a `Backend` struct with
 // `read`/`write` pools, `instance_id`, `lease_ms` and an inherent `begin_write()`.
 // Placeholders are `$N`, which both SQLite and PostgreSQL accept.
+//
+// The hot paths (ingest and recording attempts) are set-based: a batch of any size costs a
+// handful of statements, one per table, not several per callback. Every statement is a round
+// trip (to SQLite's worker thread or to the PostgreSQL server), and the one writer is serial, so
+// the number of statements per batch, not the work in them, bounds throughput.
 
 use std::collections::HashMap as CommonHashMap;
+use std::collections::HashSet as CommonHashSet;
 
 use crate::event::filter_matches;
 use crate::store::{
@@ -11,37 +17,118 @@ use crate::store::{
     InboundEntry, Page, StoreError, StoreResult, StoredEvent, Tenant,
 };
 
-const INSERT_INBOUND: &str = "INSERT INTO inbound_log (id, tenant_id, provider, route, outcome, reason, \
-     remote_addr, event_id, dedup_key, body, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Most parameters bound in one statement (SQLite allows 32766, PostgreSQL 65535).
+const MAX_BINDS: usize = 30_000;
+
+type Separated<'qb, 'args> = sqlx::query_builder::Separated<'qb, 'args, Db, &'static str>;
+
+/// Runs `head VALUES (…), (…) tail` over `rows`, in as few statements as the parameter limit
+/// allows; `push` binds one row's `columns` values.
+async fn execute_values<'a, T>(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    rows: &'a [T],
+    mut push: impl FnMut(&mut Separated<'_, 'a>, &'a T),
+) -> sqlx::Result<u64> {
+    let mut affected = 0;
+    for chunk in rows.chunks((MAX_BINDS / columns).max(1)) {
+        let mut qb = sqlx::QueryBuilder::<Db>::new(head);
+        qb.push_values(chunk, |mut b, row| push(&mut b, row));
+        qb.push(tail);
+        // One-off SQL (its text depends on the row count): not worth a prepared-statement slot.
+        affected += qb.build().persistent(false).execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(affected)
+}
+
+/// Runs `head IN (…) tail` over `values` (in chunks under the parameter limit) and collects
+/// the rows.
+async fn fetch_in<'a, T, R>(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    head: &str,
+    values: &'a [T],
+    tail: &str,
+    mut bind_head: impl FnMut(&mut sqlx::QueryBuilder<'a, Db>),
+) -> sqlx::Result<Vec<R>>
+where
+    &'a T: 'a + sqlx::Encode<'a, Db> + sqlx::Type<Db>,
+    R: for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row> + Send + Unpin,
+{
+    let mut out = Vec::new();
+    for chunk in values.chunks(MAX_BINDS / 2) {
+        let mut qb = sqlx::QueryBuilder::<Db>::new(head);
+        bind_head(&mut qb);
+        qb.push(" IN (");
+        let mut list = qb.separated(", ");
+        for v in chunk {
+            list.push_bind(v);
+        }
+        list.push_unseparated(") ");
+        qb.push(tail);
+        out.extend(qb.build_query_as::<R>().persistent(false).fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// Pushes `column IN ($…, …)` for a non-empty list.
+fn push_in<'a, T>(qb: &mut sqlx::QueryBuilder<'a, Db>, column: &str, values: &'a [T])
+where
+    &'a T: sqlx::Encode<'a, Db> + sqlx::Type<Db>,
+{
+    qb.push(column);
+    qb.push(" IN (");
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+    list.push_unseparated(")");
+}
+
+/// One row of the inbound log, for an item of an ingest batch.
+struct InboundRow<'a> {
+    item: &'a IngestItem,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    event_id: Option<String>,
+    dedup_key: Option<&'a str>,
+    body: Option<&'a [u8]>,
 }
 
 impl Backend {
     async fn insert_inbound(
         conn: &mut <Db as sqlx::Database>::Connection,
-        item: &IngestItem,
-        outcome: &str,
-        reason: Option<&str>,
-        event_id: Option<&str>,
-        dedup_key: Option<&str>,
-        body: Option<&[u8]>,
+        rows: &[InboundRow<'_>],
     ) -> sqlx::Result<()> {
-        sqlx::query(INSERT_INBOUND)
-            .bind(crate::event::prefixed_id("in_"))
-            .bind(&item.tenant_id)
-            .bind(item.provider)
-            .bind(item.route)
-            .bind(outcome)
-            .bind(reason)
-            .bind(item.remote_addr.as_deref())
-            .bind(event_id)
-            .bind(dedup_key)
-            .bind(body)
-            .bind(item.received_at)
-            .execute(&mut *conn)
-            .await?;
+        let ids: Vec<String> = rows.iter().map(|_| crate::event::prefixed_id("in_")).collect();
+        let rows: Vec<(&String, &InboundRow<'_>)> = ids.iter().zip(rows).collect();
+        execute_values(
+            conn,
+            "INSERT INTO inbound_log (id, tenant_id, provider, route, outcome, reason, remote_addr, event_id, \
+             dedup_key, body, received_at) ",
+            "",
+            11,
+            &rows,
+            |b, (id, r)| {
+                b.push_bind(id.as_str())
+                    .push_bind(r.item.tenant_id.as_str())
+                    .push_bind(r.item.provider)
+                    .push_bind(r.item.route)
+                    .push_bind(r.outcome)
+                    .push_bind(r.reason)
+                    .push_bind(r.item.remote_addr.as_deref())
+                    .push_bind(r.event_id.as_deref())
+                    .push_bind(r.dedup_key)
+                    .push_bind(r.body)
+                    .push_bind(r.item.received_at);
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -62,196 +149,362 @@ impl Backend {
             .collect())
     }
 
+    /// Writes a batch of callbacks, each with the outcome it would have had written alone and in
+    /// order: a key seen before (in an earlier batch or earlier in this one) is a duplicate; a
+    /// call or payment event that does not advance its subject's state is recorded, not emitted.
     async fn ingest_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
         items: &[IngestItem],
     ) -> sqlx::Result<IngestBatchResult> {
-        let mut out = IngestBatchResult::default();
-        let mut subs_cache: CommonHashMap<String, Vec<(String, Vec<String>)>> = CommonHashMap::new();
         let now = now_ms();
-        for item in items {
-            let (dedup_key, status, event, ignored_reason, body) = match &item.kind {
+        let mut results: Vec<Option<IngestResult>> = vec![None; items.len()];
+        let mut inbound: Vec<Option<InboundRow<'_>>> = items.iter().map(|_| None).collect();
+
+        // The first occurrence of each key in the batch is a candidate; later ones repeat it.
+        let mut first: CommonHashMap<(&str, &str, &str), usize> = CommonHashMap::new();
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        let mut candidates: Vec<usize> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match &item.kind {
                 IngestKind::Rejected { reason } => {
-                    Self::insert_inbound(conn, item, "rejected", Some(reason), None, None, None).await?;
-                    out.results.push(IngestResult::Rejected);
-                    continue;
+                    results[i] = Some(IngestResult::Rejected);
+                    inbound[i] = Some(InboundRow {
+                        item,
+                        outcome: "rejected",
+                        reason: Some(reason),
+                        event_id: None,
+                        dedup_key: None,
+                        body: None,
+                    });
                 }
-                IngestKind::Accepted { dedup_key, status, event, ignored_reason, body } => {
-                    (dedup_key, *status, event, *ignored_reason, body)
+                IngestKind::Accepted { dedup_key, .. } => {
+                    match first.entry((item.tenant_id.as_str(), item.provider, dedup_key.as_str())) {
+                        std::collections::hash_map::Entry::Occupied(e) => repeats.push((i, *e.get())),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(i);
+                            candidates.push(i);
+                        }
+                    }
                 }
-            };
-            let event_id = event.as_ref().map(|e| e.event.id.as_str());
-            let inserted = sqlx::query(
-                "INSERT INTO dedup_keys (tenant_id, provider, key, event_id, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            }
+        }
+
+        // Keys stored by earlier batches, looked up per (tenant, provider).
+        let mut by_source: CommonHashMap<(&str, &str), Vec<&str>> = CommonHashMap::new();
+        for &i in &candidates {
+            let item = &items[i];
+            if let IngestKind::Accepted { dedup_key, .. } = &item.kind {
+                by_source.entry((item.tenant_id.as_str(), item.provider)).or_default().push(dedup_key);
+            }
+        }
+        let mut seen: CommonHashMap<(&str, &str, String), (Option<String>, i64)> = CommonHashMap::new();
+        for ((tenant, provider), keys) in &by_source {
+            let rows: Vec<(String, Option<String>, i64)> = fetch_in(
+                conn,
+                "SELECT key, event_id, status FROM dedup_keys WHERE ",
+                keys,
+                "",
+                |qb| {
+                    qb.push("tenant_id = ").push_bind(*tenant).push(" AND provider = ").push_bind(*provider);
+                    qb.push(" AND key");
+                },
             )
-            .bind(&item.tenant_id)
-            .bind(item.provider)
-            .bind(dedup_key)
-            .bind(event_id)
-            .bind(status as i64)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let (first_event, first_status): (Option<String>, i64) = sqlx::query_as(
-                    "SELECT event_id, status FROM dedup_keys WHERE tenant_id = $1 AND provider = $2 AND key = $3",
-                )
-                .bind(&item.tenant_id)
-                .bind(item.provider)
-                .bind(dedup_key)
-                .fetch_one(&mut *conn)
-                .await?;
-                Self::insert_inbound(conn, item, "duplicate", None, first_event.as_deref(), Some(dedup_key), None)
-                    .await?;
-                out.results.push(IngestResult::Duplicate {
-                    event_id: first_event,
-                    status: first_status as u16,
+            .await?;
+            for (key, event_id, status) in rows {
+                seen.insert((tenant, provider, key), (event_id, status));
+            }
+        }
+
+        // Current states of the calls and payments the new events belong to.
+        let mut fresh: Vec<usize> = Vec::new();
+        let mut subjects_by_tenant: CommonHashMap<&str, Vec<String>> = CommonHashMap::new();
+        for &i in &candidates {
+            let item = &items[i];
+            let IngestKind::Accepted { dedup_key, event, .. } = &item.kind else { continue };
+            if let Some((event_id, status)) = seen.get(&(item.tenant_id.as_str(), item.provider, dedup_key.clone())) {
+                results[i] = Some(IngestResult::Duplicate { event_id: event_id.clone(), status: *status as u16 });
+                inbound[i] = Some(InboundRow {
+                    item,
+                    outcome: "duplicate",
+                    reason: None,
+                    event_id: event_id.clone(),
+                    dedup_key: Some(dedup_key),
+                    body: None,
                 });
                 continue;
             }
-            let mut reason = ignored_reason;
-            let mut emitted = None;
+            fresh.push(i);
+            if let Some(subject) = event.as_ref().and_then(|e| e.subject.as_ref()) {
+                subjects_by_tenant.entry(item.tenant_id.as_str()).or_default().push(subject.key());
+            }
+        }
+        let mut ranks: CommonHashMap<(&str, String), i64> = CommonHashMap::new();
+        for (tenant, subjects) in &subjects_by_tenant {
+            let rows: Vec<(String, i64)> = fetch_in(
+                conn,
+                "SELECT subject, rank FROM subjects WHERE ",
+                subjects,
+                "",
+                |qb| {
+                    qb.push("tenant_id = ").push_bind(*tenant).push(" AND subject");
+                },
+            )
+            .await?;
+            for (subject, rank) in rows {
+                ranks.insert((tenant, subject), rank);
+            }
+        }
+
+        // New callbacks, in order: an event is emitted when it has no subject or moves its
+        // subject to a later state than any before it.
+        let mut advanced: CommonHashSet<(&str, String)> = CommonHashSet::new();
+        let mut emitted: Vec<&crate::event::NewEvent> = Vec::new();
+        let mut dedup_rows: Vec<(&IngestItem, &str, Option<&str>, i64)> = Vec::new();
+        for &i in &fresh {
+            let item = &items[i];
+            let IngestKind::Accepted { dedup_key, status, event, ignored_reason, body } = &item.kind else { continue };
+            let mut reason = *ignored_reason;
+            let mut event_id = None;
             if let Some(ev) = event {
                 let advances = match &ev.subject {
                     None => true,
                     Some(subject) => {
-                        sqlx::query(
-                            "INSERT INTO subjects (tenant_id, subject, rank, updated_at) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (tenant_id, subject) DO UPDATE SET rank = excluded.rank, updated_at = excluded.updated_at \
-                             WHERE subjects.rank < excluded.rank",
-                        )
-                        .bind(&item.tenant_id)
-                        .bind(subject.key())
-                        .bind(ev.event_type.rank())
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected()
-                            == 1
+                        let key = (item.tenant_id.as_str(), subject.key());
+                        let rank = ev.event_type.rank();
+                        if ranks.get(&key).is_some_and(|&r| r >= rank) {
+                            false
+                        } else {
+                            ranks.insert(key.clone(), rank);
+                            advanced.insert(key);
+                            true
+                        }
                     }
                 };
                 if advances {
-                    self.insert_event_in_tx(conn, ev, now, &mut subs_cache, &mut out.jobs)
-                        .await?;
-                    emitted = Some(ev.event.id.clone());
+                    emitted.push(ev);
+                    event_id = Some(ev.event.id.as_str());
                 } else {
-                    // Recorded, not emitted: the call or payment already reached this state or a
-                    // later one. Duplicates of this callback answer without an event id too.
-                    sqlx::query("UPDATE dedup_keys SET event_id = NULL WHERE tenant_id = $1 AND provider = $2 AND key = $3")
-                        .bind(&item.tenant_id)
-                        .bind(item.provider)
-                        .bind(dedup_key)
-                        .execute(&mut *conn)
-                        .await?;
+                    // Recorded, not emitted: the call or payment already reached this state or
+                    // a later one. Duplicates of this callback answer without an event id too.
                     reason = Some("superseded");
                 }
             }
-            Self::insert_inbound(conn, item, "accepted", reason, emitted.as_deref(), Some(dedup_key), Some(body))
-                .await?;
-            out.results.push(IngestResult::New { event_id: emitted, status });
+            dedup_rows.push((item, dedup_key, event_id, *status as i64));
+            results[i] = Some(IngestResult::New { event_id: event_id.map(str::to_owned), status: *status });
+            inbound[i] = Some(InboundRow {
+                item,
+                outcome: "accepted",
+                reason,
+                event_id: event_id.map(str::to_owned),
+                dedup_key: Some(dedup_key),
+                body: Some(body),
+            });
         }
+        for &(i, of) in &repeats {
+            let item = &items[i];
+            let IngestKind::Accepted { dedup_key, .. } = &item.kind else { continue };
+            let (event_id, status) = match &results[of] {
+                Some(IngestResult::New { event_id, status } | IngestResult::Duplicate { event_id, status }) => {
+                    (event_id.clone(), *status)
+                }
+                _ => (None, 0),
+            };
+            results[i] = Some(IngestResult::Duplicate { event_id: event_id.clone(), status });
+            inbound[i] = Some(InboundRow {
+                item,
+                outcome: "duplicate",
+                reason: None,
+                event_id,
+                dedup_key: Some(dedup_key),
+                body: None,
+            });
+        }
+
+        // The writes: a statement per table for the whole batch.
+        if !dedup_rows.is_empty() {
+            execute_values(
+                conn,
+                "INSERT INTO dedup_keys (tenant_id, provider, key, event_id, status, created_at) ",
+                "",
+                6,
+                &dedup_rows,
+                |b, (item, key, event_id, status)| {
+                    b.push_bind(item.tenant_id.as_str())
+                        .push_bind(item.provider)
+                        .push_bind(*key)
+                        .push_bind(*event_id)
+                        .push_bind(*status)
+                        .push_bind(now);
+                },
+            )
+            .await?;
+        }
+        if !advanced.is_empty() {
+            let rows: Vec<(&str, &str, i64)> =
+                advanced.iter().map(|k| (k.0, k.1.as_str(), ranks[k])).collect();
+            execute_values(
+                conn,
+                "INSERT INTO subjects (tenant_id, subject, rank, updated_at) ",
+                " ON CONFLICT (tenant_id, subject) DO UPDATE SET rank = excluded.rank, updated_at = excluded.updated_at \
+                 WHERE subjects.rank < excluded.rank",
+                4,
+                &rows,
+                |b, (tenant, subject, rank)| {
+                    b.push_bind(*tenant).push_bind(*subject).push_bind(*rank).push_bind(now);
+                },
+            )
+            .await?;
+        }
+        let mut out = IngestBatchResult::default();
+        self.insert_events_in_tx(conn, &emitted, now, &mut out.jobs).await?;
+        let inbound: Vec<InboundRow<'_>> = inbound.into_iter().flatten().collect();
+        Self::insert_inbound(conn, &inbound).await?;
+        out.results = results.into_iter().map(|r| r.unwrap_or(IngestResult::Rejected)).collect();
         Ok(out)
     }
 
-    /// Inserts an event and one pending delivery per matching enabled subscription.
-    async fn insert_event_in_tx(
+    /// Inserts events and one pending delivery per matching enabled subscription of each.
+    async fn insert_events_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
-        ev: &crate::event::NewEvent,
+        events: &[&crate::event::NewEvent],
         now: i64,
-        subs_cache: &mut CommonHashMap<String, Vec<(String, Vec<String>)>>,
         jobs: &mut Vec<Job>,
     ) -> sqlx::Result<()> {
-        let tenant = &ev.event.tenant_id;
-        let subject = ev.subject.as_ref().map(|s| s.key());
-        let body = ev.body();
-        sqlx::query("INSERT INTO events (id, tenant_id, type, subject, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&ev.event.id)
-            .bind(tenant)
-            .bind(ev.event_type.as_str())
-            .bind(subject.as_deref())
-            .bind(&body)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        if !subs_cache.contains_key(tenant) {
-            let subs = Self::subscriptions_of(conn, tenant).await?;
-            subs_cache.insert(tenant.clone(), subs);
+        if events.is_empty() {
+            return Ok(());
         }
-        let targets: Vec<String> = subs_cache[tenant]
-            .iter()
-            .filter(|(_, filters)| filters.iter().any(|f| filter_matches(f, ev.event_type.as_str())))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let stored = StoredEventRef {
-            id: &ev.event.id,
-            tenant,
-            event_type: ev.event_type.as_str(),
-            ordering_key: subject.as_deref().unwrap_or(&ev.event.id),
-            chained: subject.is_some(),
-            body: body.into(),
-        };
-        self.insert_deliveries_in_tx(conn, &stored, &targets, now, jobs).await
+        let rows: Vec<(&crate::event::NewEvent, Option<String>, std::sync::Arc<str>)> =
+            events.iter().map(|ev| (*ev, ev.subject.as_ref().map(|s| s.key()), ev.body().into())).collect();
+        execute_values(
+            conn,
+            "INSERT INTO events (id, tenant_id, type, subject, body, created_at) ",
+            "",
+            6,
+            &rows,
+            |b, (ev, subject, body)| {
+                b.push_bind(ev.event.id.as_str())
+                    .push_bind(ev.event.tenant_id.as_str())
+                    .push_bind(ev.event_type.as_str())
+                    .push_bind(subject.as_deref())
+                    .push_bind(&**body)
+                    .push_bind(now);
+            },
+        )
+        .await?;
+        let mut subs: CommonHashMap<&str, Vec<(String, Vec<String>)>> = CommonHashMap::new();
+        let mut targets = Vec::with_capacity(rows.len());
+        for (ev, subject, body) in &rows {
+            let tenant = ev.event.tenant_id.as_str();
+            if !subs.contains_key(tenant) {
+                subs.insert(tenant, Self::subscriptions_of(conn, tenant).await?);
+            }
+            let to: Vec<String> = subs[tenant]
+                .iter()
+                .filter(|(_, filters)| filters.iter().any(|f| filter_matches(f, ev.event_type.as_str())))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let stored = StoredEventRef {
+                id: &ev.event.id,
+                tenant,
+                event_type: ev.event_type.as_str(),
+                ordering_key: subject.as_deref().unwrap_or(&ev.event.id),
+                chained: subject.is_some(),
+                body: body.clone(),
+            };
+            targets.push((stored, to));
+        }
+        self.insert_deliveries_in_tx(conn, &targets, now, jobs).await
     }
 
-    /// One pending delivery per subscription. A delivery at the head of its chain is leased to
-    /// this instance and returned as a job to send at once; one behind an earlier pending
-    /// delivery of the same call or payment waits, unleased, for that one to finish.
+    /// One pending delivery per (event, subscription). A delivery at the head of its chain is
+    /// leased to this instance and returned as a job to send at once; one behind an earlier
+    /// pending delivery of the same call or payment (stored, or earlier in `targets`) waits,
+    /// unleased, for that one to finish.
     async fn insert_deliveries_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
-        ev: &StoredEventRef<'_>,
-        subscriptions: &[String],
+        targets: &[(StoredEventRef<'_>, Vec<String>)],
         now: i64,
         jobs: &mut Vec<Job>,
     ) -> sqlx::Result<()> {
-        for sub_id in subscriptions {
-            let blocked = ev.chained
-                && sqlx::query_as::<_, (i64,)>(
-                    "SELECT CAST(1 AS BIGINT) FROM deliveries WHERE subscription_id = $1 AND ordering_key = $2 AND status = 'pending' LIMIT 1",
+        let mut subs: Vec<&str> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        for (ev, to) in targets.iter().filter(|(ev, _)| ev.chained) {
+            keys.push(ev.ordering_key);
+            subs.extend(to.iter().map(String::as_str));
+        }
+        subs.sort_unstable();
+        subs.dedup();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut pending: CommonHashSet<(String, String)> = CommonHashSet::new();
+        if !subs.is_empty() {
+            for subs in subs.chunks(MAX_BINDS / 4) {
+                let rows: Vec<(String, String)> = fetch_in(
+                    conn,
+                    "SELECT subscription_id, ordering_key FROM deliveries WHERE status = 'pending' AND ",
+                    &keys,
+                    "",
+                    |qb| {
+                        push_in(qb, "subscription_id", subs);
+                        qb.push(" AND ordering_key");
+                    },
                 )
-                .bind(sub_id)
-                .bind(ev.ordering_key)
-                .fetch_optional(&mut *conn)
-                .await?
-                .is_some();
-            let id = crate::event::prefixed_id("dlv_");
-            let (locked_until, locked_by) = if blocked {
-                (None, None)
-            } else {
-                (Some(now + self.lease_ms), Some(self.instance_id.as_str()))
-            };
-            sqlx::query(
-                "INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, ordering_key, status, attempts, \
-                 next_attempt_at, locked_until, locked_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $6, $6)",
-            )
-            .bind(&id)
-            .bind(ev.tenant)
-            .bind(ev.id)
-            .bind(sub_id)
-            .bind(ev.ordering_key)
-            .bind(now)
-            .bind(locked_until)
-            .bind(locked_by)
-            .execute(&mut *conn)
-            .await?;
-            if !blocked {
-                jobs.push(Job {
-                    delivery_id: id,
-                    event_id: ev.id.to_owned(),
-                    tenant_id: ev.tenant.to_owned(),
-                    subscription_id: sub_id.clone(),
-                    ordering_key: ev.ordering_key.to_owned(),
-                    attempt: 1,
-                    body: ev.body.clone(),
-                    event_type: ev.event_type.to_owned(),
-                });
+                .await?;
+                pending.extend(rows);
             }
         }
+        let mut rows: Vec<(String, &StoredEventRef<'_>, &str, bool)> = Vec::new();
+        for (ev, to) in targets {
+            for sub in to {
+                let blocked = ev.chained && !pending.insert((sub.clone(), ev.ordering_key.to_owned()));
+                let id = crate::event::prefixed_id("dlv_");
+                if !blocked {
+                    jobs.push(Job {
+                        delivery_id: id.clone(),
+                        event_id: ev.id.to_owned(),
+                        tenant_id: ev.tenant.to_owned(),
+                        subscription_id: sub.clone(),
+                        ordering_key: ev.ordering_key.to_owned(),
+                        attempt: 1,
+                        body: ev.body.clone(),
+                        event_type: ev.event_type.to_owned(),
+                    });
+                }
+                rows.push((id, ev, sub, blocked));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let lease_until = now + self.lease_ms;
+        execute_values(
+            conn,
+            "INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, ordering_key, status, attempts, \
+             next_attempt_at, locked_until, locked_by, created_at, updated_at) ",
+            "",
+            10,
+            &rows,
+            |b, (id, ev, sub, blocked)| {
+                let (locked_until, locked_by) =
+                    if *blocked { (None, None) } else { (Some(lease_until), Some(self.instance_id.as_str())) };
+                b.push_bind(id.as_str())
+                    .push_bind(ev.tenant)
+                    .push_bind(ev.id)
+                    .push_bind(*sub)
+                    .push_bind(ev.ordering_key)
+                    .push("'pending'")
+                    .push("0")
+                    .push_bind(now)
+                    .push_bind(locked_until)
+                    .push_bind(locked_by)
+                    .push_bind(now)
+                    .push_bind(now);
+            },
+        )
+        .await?;
         Ok(())
     }
 }

@@ -45,8 +45,9 @@ fn sub_of(t: SubTuple) -> (i64, SubscriptionRow) {
 }
 
 type JobTuple = (String, String, String, String, String, i64, String, String);
-/// id, event_id, tenant_id, attempts, next_attempt_at, locked_until, body, type.
-type ChainHeadRow = (String, String, String, i64, i64, Option<i64>, String, String);
+/// subscription_id, ordering_key, seq, id, event_id, tenant_id, attempts, next_attempt_at,
+/// locked_until, body, type.
+type ChainHeadRow = (String, String, i64, String, String, String, i64, i64, Option<i64>, String, String);
 
 const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.tenant_id, d.subscription_id, d.ordering_key, d.attempts, e.body, e.type \
      FROM deliveries d JOIN events e ON e.id = d.event_id \
@@ -69,55 +70,91 @@ fn job_of(t: JobTuple) -> Job {
 }
 
 impl Backend {
+    /// Leases deliveries to this instance.
     async fn lease_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
-        delivery_id: &str,
+        ids: &[&str],
         now: i64,
     ) -> sqlx::Result<()> {
-        sqlx::query("UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3")
-            .bind(now + self.lease_ms)
-            .bind(&self.instance_id)
-            .bind(delivery_id)
-            .execute(&mut *conn)
-            .await?;
+        for ids in ids.chunks(MAX_BINDS) {
+            let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE deliveries SET locked_until = ");
+            qb.push_bind(now + self.lease_ms).push(", locked_by = ").push_bind(&self.instance_id).push(" WHERE ");
+            push_in(&mut qb, "id", ids);
+            qb.build().persistent(false).execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
-    /// Leases the next delivery of a chain when it is due and free.
-    async fn claim_chain_next(
+    /// Leases the next delivery of each chain (subscription, ordering key) that is due and free.
+    async fn claim_chains_next(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
-        subscription: &str,
-        ordering_key: &str,
+        chains: &CommonHashSet<(&str, &str)>,
         now: i64,
-    ) -> sqlx::Result<Option<Job>> {
-        let row: Option<ChainHeadRow> = sqlx::query_as(
-            "SELECT d.id, d.event_id, d.tenant_id, d.attempts, d.next_attempt_at, d.locked_until, e.body, e.type \
-             FROM deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.subscription_id = $1 AND d.ordering_key = $2 AND d.status = 'pending' ORDER BY d.seq LIMIT 1",
-        )
-        .bind(subscription)
-        .bind(ordering_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some((id, event_id, tenant_id, attempts, next_at, locked_until, body, event_type)) = row else {
-            return Ok(None);
-        };
-        if next_at > now || locked_until.is_some_and(|l| l >= now) {
-            return Ok(None);
+        jobs: &mut Vec<Job>,
+    ) -> sqlx::Result<()> {
+        if chains.is_empty() {
+            return Ok(());
         }
-        self.lease_in_tx(conn, &id, now).await?;
-        Ok(Some(Job {
-            delivery_id: id,
-            event_id,
-            tenant_id,
-            subscription_id: subscription.to_owned(),
-            ordering_key: ordering_key.to_owned(),
-            attempt: attempts as u32 + 1,
-            body: body.into(),
-            event_type,
-        }))
+        let mut subs: Vec<&str> = chains.iter().map(|c| c.0).collect();
+        let mut keys: Vec<&str> = chains.iter().map(|c| c.1).collect();
+        subs.sort_unstable();
+        subs.dedup();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut heads: CommonHashMap<(String, String), ChainHeadRow> = CommonHashMap::new();
+        for subs in subs.chunks(MAX_BINDS / 4) {
+            let rows: Vec<ChainHeadRow> = fetch_in(
+                conn,
+                "SELECT d.subscription_id, d.ordering_key, d.seq, d.id, d.event_id, d.tenant_id, d.attempts, \
+                 d.next_attempt_at, d.locked_until, e.body, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE d.status = 'pending' AND ",
+                &keys,
+                "",
+                |qb| {
+                    push_in(qb, "d.subscription_id", subs);
+                    qb.push(" AND d.ordering_key");
+                },
+            )
+            .await?;
+            for row in rows {
+                if !chains.contains(&(row.0.as_str(), row.1.as_str())) {
+                    continue;
+                }
+                match heads.entry((row.0.clone(), row.1.clone())) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        if row.2 < e.get().2 {
+                            e.insert(row);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(row);
+                    }
+                }
+            }
+        }
+        let free: Vec<ChainHeadRow> = heads
+            .into_values()
+            .filter(|h| h.7 <= now && !h.8.is_some_and(|l| l >= now))
+            .collect();
+        let ids: Vec<&str> = free.iter().map(|h| h.3.as_str()).collect();
+        if !ids.is_empty() {
+            self.lease_in_tx(conn, &ids, now).await?;
+        }
+        jobs.extend(free.into_iter().map(
+            |(subscription_id, ordering_key, _, delivery_id, event_id, tenant_id, attempts, _, _, body, event_type)| Job {
+                delivery_id,
+                event_id,
+                tenant_id,
+                subscription_id,
+                ordering_key,
+                attempt: attempts as u32 + 1,
+                body: body.into(),
+                event_type,
+            },
+        ));
+        Ok(())
     }
 
     /// Disables a subscription, fails its pending deliveries, and emits `subscription.disabled`
@@ -158,8 +195,7 @@ impl Backend {
             event_type: crate::event::EventType::SubscriptionDisabled,
             subject: None,
         };
-        let mut cache = CommonHashMap::new();
-        self.insert_event_in_tx(conn, &ev, now, &mut cache, jobs).await
+        self.insert_events_in_tx(conn, &[&ev], now, jobs).await
     }
 
     async fn fail_pending_in_tx(
@@ -180,84 +216,135 @@ impl Backend {
         Ok(())
     }
 
+    /// Records a batch of attempts: the attempt log, each delivery's new state, the
+    /// subscriptions' failure streaks (disabling one that reached the limit), and the next
+    /// delivery of every chain that moved on.
     async fn record_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
-        r: &AttemptRecord,
+        records: &[AttemptRecord],
         now: i64,
         jobs: &mut Vec<Job>,
     ) -> sqlx::Result<()> {
-        let j = &r.job;
-        if r.finish != Finish::Dropped {
-            sqlx::query(
+        let attempted: Vec<(String, &AttemptRecord)> = records
+            .iter()
+            .filter(|r| r.finish != Finish::Dropped)
+            .map(|r| (crate::event::prefixed_id("att_"), r))
+            .collect();
+        if !attempted.is_empty() {
+            execute_values(
+                conn,
                 "INSERT INTO attempts (id, delivery_id, tenant_id, event_id, subscription_id, attempt, status_code, \
-                 error, response_body, latency_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 error, response_body, latency_ms, created_at) ",
+                "",
+                11,
+                &attempted,
+                |b, (id, r)| {
+                    b.push_bind(id.as_str())
+                        .push_bind(r.job.delivery_id.as_str())
+                        .push_bind(r.job.tenant_id.as_str())
+                        .push_bind(r.job.event_id.as_str())
+                        .push_bind(r.job.subscription_id.as_str())
+                        .push_bind(r.job.attempt as i64)
+                        .push_bind(r.status_code.map(i64::from))
+                        .push_bind(r.error.as_deref())
+                        .push_bind(r.response_body.as_deref())
+                        .push_bind(r.latency_ms)
+                        .push_bind(r.at);
+                },
             )
-            .bind(crate::event::prefixed_id("att_"))
-            .bind(&j.delivery_id)
-            .bind(&j.tenant_id)
-            .bind(&j.event_id)
-            .bind(&j.subscription_id)
-            .bind(j.attempt as i64)
-            .bind(r.status_code.map(i64::from))
-            .bind(r.error.as_deref())
-            .bind(r.response_body.as_deref())
-            .bind(r.latency_ms)
-            .bind(r.at)
-            .execute(&mut *conn)
             .await?;
         }
-        let (status, next_at) = match r.finish {
-            Finish::Succeeded => ("succeeded", None),
-            Finish::Failed | Finish::Gone | Finish::Dropped => ("failed", None),
-            Finish::Retry { next_at } => ("pending", Some(next_at)),
-        };
-        let attempts = if r.finish == Finish::Dropped { j.attempt as i64 - 1 } else { j.attempt as i64 };
-        sqlx::query(
-            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
-             locked_until = NULL, locked_by = NULL, last_status_code = $5, last_error = $6, updated_at = $7 \
-             WHERE id = $1 AND status = 'pending'",
+
+        // Each delivery's new state (the last record wins should one appear twice).
+        let mut last: CommonHashMap<&str, &AttemptRecord> = CommonHashMap::new();
+        for r in records {
+            last.insert(r.job.delivery_id.as_str(), r);
+        }
+        let updates: Vec<&AttemptRecord> = last.into_values().collect();
+        // (`now` is an integer: written into the statement, not bound.)
+        execute_values(
+            conn,
+            "WITH v (id, status, attempts, next_at, code, error) AS (",
+            &format!(
+                ") UPDATE deliveries SET status = v.status, attempts = v.attempts, \
+                 next_attempt_at = COALESCE(v.next_at, deliveries.next_attempt_at), locked_until = NULL, \
+                 locked_by = NULL, last_status_code = v.code, last_error = v.error, updated_at = {now} \
+                 FROM v WHERE deliveries.id = v.id AND deliveries.status = 'pending'"
+            ),
+            6,
+            &updates,
+            |b, r| {
+                let (status, next_at) = match r.finish {
+                    Finish::Succeeded => ("succeeded", None),
+                    Finish::Failed | Finish::Gone | Finish::Dropped => ("failed", None),
+                    Finish::Retry { next_at } => ("pending", Some(next_at)),
+                };
+                let attempts = r.job.attempt as i64 - i64::from(r.finish == Finish::Dropped);
+                b.push_bind(r.job.delivery_id.as_str())
+                    .push_bind(status)
+                    .push_bind(attempts)
+                    .push_bind(next_at)
+                    .push_bind(r.status_code.map(i64::from))
+                    .push_bind(r.error.as_deref());
+            },
         )
-        .bind(&j.delivery_id)
-        .bind(status)
-        .bind(attempts)
-        .bind(next_at)
-        .bind(r.status_code.map(i64::from))
-        .bind(r.error.as_deref())
-        .bind(now)
-        .execute(&mut *conn)
         .await?;
-        match r.finish {
-            Finish::Succeeded => {
-                sqlx::query("UPDATE subscriptions SET failed_streak = 0 WHERE id = $1 AND failed_streak <> 0")
-                    .bind(&j.subscription_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Finish::Failed => {
-                let streak: Option<(i64,)> = sqlx::query_as(
-                    "UPDATE subscriptions SET failed_streak = failed_streak + 1 WHERE id = $1 RETURNING failed_streak",
-                )
-                .bind(&j.subscription_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if streak.is_some_and(|(n,)| n >= crate::store::DISABLE_AFTER_FAILURES) {
-                    let reason = format!("the last {} deliveries failed", crate::store::DISABLE_AFTER_FAILURES);
-                    self.disable_in_tx(conn, &j.subscription_id, &reason, now, jobs).await?;
+
+        // Failure streaks. A subscription with a failure in the batch is walked in order; the
+        // others only had successes (or retries) and are reset together.
+        let troubled: CommonHashSet<&str> = records
+            .iter()
+            .filter(|r| matches!(r.finish, Finish::Failed | Finish::Gone))
+            .map(|r| r.job.subscription_id.as_str())
+            .collect();
+        let mut clean: Vec<&str> = records
+            .iter()
+            .filter(|r| r.finish == Finish::Succeeded && !troubled.contains(r.job.subscription_id.as_str()))
+            .map(|r| r.job.subscription_id.as_str())
+            .collect();
+        clean.sort_unstable();
+        clean.dedup();
+        for ids in clean.chunks(MAX_BINDS) {
+            let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE subscriptions SET failed_streak = 0 WHERE failed_streak <> 0 AND ");
+            push_in(&mut qb, "id", ids);
+            qb.build().persistent(false).execute(&mut *conn).await?;
+        }
+        for r in records.iter().filter(|r| troubled.contains(r.job.subscription_id.as_str())) {
+            let sub = r.job.subscription_id.as_str();
+            match r.finish {
+                Finish::Succeeded => {
+                    sqlx::query("UPDATE subscriptions SET failed_streak = 0 WHERE id = $1 AND failed_streak <> 0")
+                        .bind(sub)
+                        .execute(&mut *conn)
+                        .await?;
                 }
-            }
-            Finish::Gone => {
-                self.disable_in_tx(conn, &j.subscription_id, "the receiver answered 410 Gone", now, jobs)
+                Finish::Failed => {
+                    let streak: Option<(i64,)> = sqlx::query_as(
+                        "UPDATE subscriptions SET failed_streak = failed_streak + 1 WHERE id = $1 RETURNING failed_streak",
+                    )
+                    .bind(sub)
+                    .fetch_optional(&mut *conn)
                     .await?;
+                    if streak.is_some_and(|(n,)| n >= crate::store::DISABLE_AFTER_FAILURES) {
+                        let reason = format!("the last {} deliveries failed", crate::store::DISABLE_AFTER_FAILURES);
+                        self.disable_in_tx(conn, sub, &reason, now, jobs).await?;
+                    }
+                }
+                Finish::Gone => {
+                    self.disable_in_tx(conn, sub, "the receiver answered 410 Gone", now, jobs).await?;
+                }
+                Finish::Retry { .. } | Finish::Dropped => {}
             }
-            Finish::Retry { .. } | Finish::Dropped => {}
         }
-        if matches!(r.finish, Finish::Succeeded | Finish::Failed) {
-            if let Some(next) = self.claim_chain_next(conn, &j.subscription_id, &j.ordering_key, now).await? {
-                jobs.push(next);
-            }
-        }
-        Ok(())
+
+        // A delivery that finished for good lets the next one of its chain go.
+        let chains: CommonHashSet<(&str, &str)> = records
+            .iter()
+            .filter(|r| matches!(r.finish, Finish::Succeeded | Finish::Failed))
+            .map(|r| (r.job.subscription_id.as_str(), r.job.ordering_key.as_str()))
+            .collect();
+        self.claim_chains_next(conn, &chains, now, jobs).await
     }
 }
 
@@ -382,14 +469,12 @@ impl crate::store::DeliveryStore for Backend {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in rows {
-            if skip_subscriptions.contains(&row.3) {
-                continue;
-            }
-            self.lease_in_tx(&mut tx, &row.0, now).await?;
-            jobs.push(job_of(row));
+        let rows: Vec<JobTuple> = rows.into_iter().filter(|r| !skip_subscriptions.contains(&r.3)).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        if !ids.is_empty() {
+            self.lease_in_tx(&mut tx, &ids, now).await?;
         }
+        let jobs = rows.into_iter().map(job_of).collect();
         tx.commit().await?;
         Ok(jobs)
     }
@@ -428,8 +513,8 @@ impl crate::store::DeliveryStore for Backend {
         let mut jobs = Vec::new();
         let mut tx = self.begin_write().await?;
         Self::lock_tenants(&mut tx, records.iter().map(|r| r.job.tenant_id.as_str())).await?;
-        for r in records {
-            self.record_in_tx(&mut tx, r, now, &mut jobs).await?;
+        if !records.is_empty() {
+            self.record_in_tx(&mut tx, records, now, &mut jobs).await?;
         }
         tx.commit().await?;
         Ok(jobs)
@@ -469,7 +554,7 @@ impl crate::store::DeliveryStore for Backend {
             body: body.into(),
         };
         let mut jobs = Vec::new();
-        self.insert_deliveries_in_tx(&mut tx, &stored, &targets, now, &mut jobs).await?;
+        self.insert_deliveries_in_tx(&mut tx, &[(stored, targets)], now, &mut jobs).await?;
         tx.commit().await?;
         Ok(jobs)
     }
@@ -496,7 +581,7 @@ impl crate::store::DeliveryStore for Backend {
             body: body.into(),
         };
         let mut jobs = Vec::new();
-        self.insert_deliveries_in_tx(&mut tx, &stored, &[subscription.to_owned()], now, &mut jobs)
+        self.insert_deliveries_in_tx(&mut tx, &[(stored, vec![subscription.to_owned()])], now, &mut jobs)
             .await?;
         tx.commit().await?;
         jobs.pop().ok_or(StoreError::NotFound("subscription"))
