@@ -136,7 +136,7 @@ impl Backend {
         }
         let free: Vec<ChainHeadRow> = heads
             .into_values()
-            .filter(|h| h.7 <= now && !h.8.is_some_and(|l| l >= now))
+            .filter(|h| h.7 <= now && h.8.is_none_or(|l| l < now))
             .collect();
         let ids: Vec<&str> = free.iter().map(|h| h.3.as_str()).collect();
         if !ids.is_empty() {
