@@ -181,6 +181,64 @@ crate::dual! {
         assert_eq!(ok.len(), 1);
     }
 
+    async fn a_batch_of_attempts_ends_each_delivery_once_and_frees_every_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = stores(&dir).await;
+        subscribe(&store).await;
+        let items: Vec<_> = ["CB1", "CB2", "CB3"]
+            .iter()
+            .flat_map(|c| {
+                [
+                    callback(&format!("{c}:ringing"), c, EventType::CallRinging),
+                    callback(&format!("{c}:completed"), c, EventType::CallCompleted),
+                ]
+            })
+            .collect();
+        let heads = store.ingest_batch(&items).await.unwrap().jobs;
+        assert_eq!(heads.len(), 3, "one head per call");
+        // CB1's head is reported twice in the batch: succeeded, then (late) a retry. The
+        // success stands, as if they had been recorded one at a time.
+        let mut batch = vec![
+            finished(heads[0].clone(), Finish::Succeeded),
+            finished(heads[0].clone(), Finish::Retry { next_at: now_ms() }),
+            finished(heads[1].clone(), Finish::Failed),
+            finished(heads[2].clone(), Finish::Retry { next_at: now_ms() + 60_000 }),
+        ];
+        batch[1].status_code = Some(503);
+        let next = store.record_attempts(&batch).await.unwrap();
+        let mut calls: Vec<_> = next.iter().map(|j| (j.body.contains("call.completed"), j.ordering_key.clone())).collect();
+        calls.sort();
+        assert_eq!(
+            calls,
+            [(true, "call:twilio:CB1".to_owned()), (true, "call:twilio:CB2".to_owned())],
+            "the calls whose head ended move on; CB3 waits for its retry"
+        );
+        let done = store.list_deliveries("acme", Some("succeeded"), None, PAGE).await.unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].attempts, 1);
+        assert_eq!(store.list_deliveries("acme", Some("failed"), None, PAGE).await.unwrap().len(), 1);
+        assert_eq!(store.gauges().await.unwrap().0, 4, "two next heads, CB3's head and its tail");
+    }
+
+    async fn a_batch_larger_than_one_statement_holds_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = stores(&dir).await;
+        subscribe(&store).await;
+        subscribe(&store).await;
+        // 3,000 callbacks × 2 subscriptions: more rows than one statement's parameters allow.
+        let items: Vec<_> = (0..3000)
+            .map(|i| callback(&format!("CL{i}:completed"), &format!("CL{i}"), EventType::CallCompleted))
+            .collect();
+        let res = store.ingest_batch(&items).await.unwrap();
+        assert!(res.results.iter().all(|r| matches!(r, IngestResult::New { event_id: Some(_), .. })));
+        assert_eq!(res.jobs.len(), 6000);
+        let recorded: Vec<_> = res.jobs.into_iter().map(|j| finished(j, Finish::Succeeded)).collect();
+        assert!(store.record_attempts(&recorded).await.unwrap().is_empty());
+        assert_eq!(store.gauges().await.unwrap(), (0, 0));
+        let all = store.list_deliveries("acme", Some("succeeded"), None, Page { after: None, limit: 10_000 });
+        assert_eq!(all.await.unwrap().len(), 6000);
+    }
+
     async fn claims_are_exclusive_between_instances() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = stores(&dir).await;

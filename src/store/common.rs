@@ -321,7 +321,9 @@ impl Backend {
             });
         }
 
-        // The writes: a statement per table for the whole batch.
+        // The writes: a statement per table for the whole batch. The keys were looked up under
+        // the tenants' locks (PostgreSQL) or the one writer (SQLite), so none can have been
+        // stored since; a plain INSERT makes any other writer an error, never a second event.
         if !dedup_rows.is_empty() {
             execute_values(
                 conn,
@@ -444,7 +446,7 @@ impl Backend {
             for subs in subs.chunks(MAX_BINDS / 4) {
                 let rows: Vec<(String, String)> = fetch_in(
                     conn,
-                    "SELECT subscription_id, ordering_key FROM deliveries WHERE status = 'pending' AND ",
+                    "SELECT DISTINCT subscription_id, ordering_key FROM deliveries WHERE status = 'pending' AND ",
                     &keys,
                     "",
                     |qb| {

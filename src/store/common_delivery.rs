@@ -70,20 +70,25 @@ fn job_of(t: JobTuple) -> Job {
 }
 
 impl Backend {
-    /// Leases deliveries to this instance.
+    /// Leases to this instance those of `ids` that nobody holds (another instance may have
+    /// claimed one since it was read), and returns them.
     async fn lease_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
         ids: &[&str],
         now: i64,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<CommonHashSet<String>> {
+        let mut leased = CommonHashSet::new();
         for ids in ids.chunks(MAX_BINDS) {
             let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE deliveries SET locked_until = ");
-            qb.push_bind(now + self.lease_ms).push(", locked_by = ").push_bind(&self.instance_id).push(" WHERE ");
+            qb.push_bind(now + self.lease_ms).push(", locked_by = ").push_bind(&self.instance_id);
+            qb.push(" WHERE (locked_until IS NULL OR locked_until < ").push_bind(now).push(") AND ");
             push_in(&mut qb, "id", ids);
-            qb.build().persistent(false).execute(&mut *conn).await?;
+            qb.push(" RETURNING id");
+            let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+            leased.extend(rows.into_iter().map(|r| r.0));
         }
-        Ok(())
+        Ok(leased)
     }
 
     /// Leases the next delivery of each chain (subscription, ordering key) that is due and free.
@@ -109,7 +114,8 @@ impl Backend {
                 conn,
                 "SELECT d.subscription_id, d.ordering_key, d.seq, d.id, d.event_id, d.tenant_id, d.attempts, \
                  d.next_attempt_at, d.locked_until, e.body, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE d.status = 'pending' AND ",
+                 WHERE d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = \
+                 d.subscription_id AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) AND ",
                 &keys,
                 "",
                 |qb| {
@@ -139,10 +145,11 @@ impl Backend {
             .filter(|h| h.7 <= now && h.8.is_none_or(|l| l < now))
             .collect();
         let ids: Vec<&str> = free.iter().map(|h| h.3.as_str()).collect();
-        if !ids.is_empty() {
-            self.lease_in_tx(conn, &ids, now).await?;
+        if ids.is_empty() {
+            return Ok(());
         }
-        jobs.extend(free.into_iter().map(
+        let leased = self.lease_in_tx(conn, &ids, now).await?;
+        jobs.extend(free.into_iter().filter(|h| leased.contains(&h.3)).map(
             |(subscription_id, ordering_key, _, delivery_id, event_id, tenant_id, attempts, _, _, body, event_type)| Job {
                 delivery_id,
                 event_id,
@@ -256,10 +263,17 @@ impl Backend {
             .await?;
         }
 
-        // Each delivery's new state (the last record wins should one appear twice).
+        // Each delivery's new state. Should one appear twice, the first record that ends it wins
+        // (as recorded one at a time: a delivery no longer pending is not changed again).
         let mut last: CommonHashMap<&str, &AttemptRecord> = CommonHashMap::new();
         for r in records {
-            last.insert(r.job.delivery_id.as_str(), r);
+            last.entry(r.job.delivery_id.as_str())
+                .and_modify(|e| {
+                    if matches!(e.finish, Finish::Retry { .. }) {
+                        *e = r;
+                    }
+                })
+                .or_insert(r);
         }
         let updates: Vec<&AttemptRecord> = last.into_values().collect();
         // (`now` is an integer: written into the statement, not bound.)
@@ -471,10 +485,11 @@ impl crate::store::DeliveryStore for Backend {
             .await?;
         let rows: Vec<JobTuple> = rows.into_iter().filter(|r| !skip_subscriptions.contains(&r.3)).collect();
         let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-        if !ids.is_empty() {
-            self.lease_in_tx(&mut tx, &ids, now).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let jobs = rows.into_iter().map(job_of).collect();
+        let leased = self.lease_in_tx(&mut tx, &ids, now).await?;
+        let jobs = rows.into_iter().filter(|r| leased.contains(&r.0)).map(job_of).collect();
         tx.commit().await?;
         Ok(jobs)
     }
