@@ -66,6 +66,8 @@ enum Cmd {
     Backlog {
         #[arg(long, default_value_t = 1_000_000)]
         deliveries: usize,
+        #[arg(long)]
+        database: Option<String>,
     },
 }
 
@@ -166,12 +168,8 @@ impl Gateway {
     }
 }
 
-/// A bare axum server answering 204 on the status route (the baseline).
-async fn start_bare() -> (String, CancellationToken) {
-    let app = axum::Router::new().route(
-        Route::TwilioStatus.path(),
-        post(|_body: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT }),
-    );
+/// Serves `app` on a loopback port until the token is cancelled; returns its base URL.
+async fn serve(app: axum::Router) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -183,6 +181,15 @@ async fn start_bare() -> (String, CancellationToken) {
             .unwrap();
     });
     (base, stop)
+}
+
+/// A bare axum server answering 204 on the status route (the baseline).
+async fn start_bare() -> (String, CancellationToken) {
+    let app = axum::Router::new().route(
+        Route::TwilioStatus.path(),
+        post(|_body: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    serve(app).await
 }
 
 struct Stats {
@@ -436,17 +443,7 @@ async fn start_relay(url: String, copies: usize) -> (String, CancellationToken) 
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(s.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (base, stop)
+    serve(app).await
 }
 
 /// Waits for every delivery of a closed-loop run, prints its row, and returns (callbacks/s,
@@ -586,11 +583,11 @@ async fn pending_deliveries(client: &reqwest::Client, base: &str) -> String {
         .to_owned()
 }
 
-async fn backlog(deliveries: usize) {
+async fn backlog(deliveries: usize, database: Option<String>) {
     // The receiver is down: every delivery fails and is retried (every second for the first
     // minute, then parked for an hour), so the backlog only grows while the worker churns.
     let dir = tempfile::tempdir().unwrap();
-    let db = fresh_database(None, dir.path()).await;
+    let db = fresh_database(database.as_deref(), dir.path()).await;
     let gw = start_gateway(&db, &[("retry_schedule", "1s,1s,1s,1s,1s,5s,10s,30s,1h")]).await;
     gw.subscribe("http://127.0.0.1:9/hook").await;
     let client = reqwest::Client::builder()
@@ -662,7 +659,10 @@ fn main() {
                 database,
                 subscriptions,
             } => delivery(seconds, connections, rate, database, subscriptions).await,
-            Cmd::Backlog { deliveries } => backlog(deliveries).await,
+            Cmd::Backlog {
+                deliveries,
+                database,
+            } => backlog(deliveries, database).await,
         }
     });
 }

@@ -76,6 +76,37 @@ where
     Ok(out)
 }
 
+/// Rows about pending deliveries `d` of the given chains (subscription, ordering key): `head` is
+/// the statement up to the conditions on the chain, ending in `AND `. Rows of other pairs of the
+/// same subscriptions and keys may come back too; callers match the pairs they asked for.
+async fn pending_on_chains<'a, R>(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    head: &str,
+    chains: &[(&'a str, &'a str)],
+) -> sqlx::Result<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row> + Send + Unpin,
+{
+    let (mut subs, mut keys): (Vec<&str>, Vec<&str>) = chains.iter().copied().unzip();
+    subs.sort_unstable();
+    subs.dedup();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut out = Vec::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    for subs in subs.chunks(MAX_BINDS / 4) {
+        let rows: Vec<R> = fetch_in(conn, head, &keys, "", |qb| {
+            push_in(qb, "d.subscription_id", subs);
+            qb.push(" AND d.ordering_key");
+        })
+        .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
 /// Pushes `column IN ($…, …)` for a non-empty list.
 fn push_in<'a, T>(qb: &mut sqlx::QueryBuilder<'a, Db>, column: &str, values: &'a [T])
 where
@@ -431,33 +462,19 @@ impl Backend {
         now: i64,
         jobs: &mut Vec<Job>,
     ) -> sqlx::Result<()> {
-        let mut subs: Vec<&str> = Vec::new();
-        let mut keys: Vec<&str> = Vec::new();
-        for (ev, to) in targets.iter().filter(|(ev, _)| ev.chained) {
-            keys.push(ev.ordering_key);
-            subs.extend(to.iter().map(String::as_str));
-        }
-        subs.sort_unstable();
-        subs.dedup();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut pending: CommonHashSet<(String, String)> = CommonHashSet::new();
-        if !subs.is_empty() {
-            for subs in subs.chunks(MAX_BINDS / 4) {
-                let rows: Vec<(String, String)> = fetch_in(
-                    conn,
-                    "SELECT DISTINCT subscription_id, ordering_key FROM deliveries WHERE status = 'pending' AND ",
-                    &keys,
-                    "",
-                    |qb| {
-                        push_in(qb, "subscription_id", subs);
-                        qb.push(" AND ordering_key");
-                    },
-                )
-                .await?;
-                pending.extend(rows);
-            }
-        }
+        let chains: Vec<(&str, &str)> = targets
+            .iter()
+            .filter(|(ev, _)| ev.chained)
+            .flat_map(|(ev, to)| to.iter().map(|sub| (sub.as_str(), ev.ordering_key)))
+            .collect();
+        let mut pending: CommonHashSet<(String, String)> = pending_on_chains::<(String, String)>(
+            conn,
+            "SELECT DISTINCT d.subscription_id, d.ordering_key FROM deliveries d WHERE d.status = 'pending' AND ",
+            &chains,
+        )
+        .await?
+        .into_iter()
+        .collect();
         let mut rows: Vec<(String, &StoredEventRef<'_>, &str, bool)> = Vec::new();
         for (ev, to) in targets {
             for sub in to {

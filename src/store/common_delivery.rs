@@ -45,9 +45,9 @@ fn sub_of(t: SubTuple) -> (i64, SubscriptionRow) {
 }
 
 type JobTuple = (String, String, String, String, String, i64, String, String);
-/// subscription_id, ordering_key, seq, id, event_id, tenant_id, attempts, next_attempt_at,
+/// subscription_id, ordering_key, id, event_id, tenant_id, attempts, next_attempt_at,
 /// locked_until, body, type.
-type ChainHeadRow = (String, String, i64, String, String, String, i64, i64, Option<i64>, String, String);
+type ChainHeadRow = (String, String, String, String, String, i64, i64, Option<i64>, String, String);
 
 const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.tenant_id, d.subscription_id, d.ordering_key, d.attempts, e.body, e.type \
      FROM deliveries d JOIN events e ON e.id = d.event_id \
@@ -102,55 +102,28 @@ impl Backend {
         if chains.is_empty() {
             return Ok(());
         }
-        let mut subs: Vec<&str> = chains.iter().map(|c| c.0).collect();
-        let mut keys: Vec<&str> = chains.iter().map(|c| c.1).collect();
-        subs.sort_unstable();
-        subs.dedup();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut heads: CommonHashMap<(String, String), ChainHeadRow> = CommonHashMap::new();
-        for subs in subs.chunks(MAX_BINDS / 4) {
-            let rows: Vec<ChainHeadRow> = fetch_in(
-                conn,
-                "SELECT d.subscription_id, d.ordering_key, d.seq, d.id, d.event_id, d.tenant_id, d.attempts, \
-                 d.next_attempt_at, d.locked_until, e.body, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = \
-                 d.subscription_id AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) AND ",
-                &keys,
-                "",
-                |qb| {
-                    push_in(qb, "d.subscription_id", subs);
-                    qb.push(" AND d.ordering_key");
-                },
-            )
-            .await?;
-            for row in rows {
-                if !chains.contains(&(row.0.as_str(), row.1.as_str())) {
-                    continue;
-                }
-                match heads.entry((row.0.clone(), row.1.clone())) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => {
-                        if row.2 < e.get().2 {
-                            e.insert(row);
-                        }
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(row);
-                    }
-                }
-            }
-        }
-        let free: Vec<ChainHeadRow> = heads
-            .into_values()
-            .filter(|h| h.7 <= now && h.8.is_none_or(|l| l < now))
+        let rows: Vec<ChainHeadRow> = pending_on_chains(
+            conn,
+            "SELECT d.subscription_id, d.ordering_key, d.id, d.event_id, d.tenant_id, d.attempts, \
+             d.next_attempt_at, d.locked_until, e.body, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = \
+             d.subscription_id AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) AND ",
+            &chains.iter().copied().collect::<Vec<_>>(),
+        )
+        .await?;
+        // Each row is the head of its chain (no earlier pending delivery on it).
+        let free: Vec<ChainHeadRow> = rows
+            .into_iter()
+            .filter(|h| chains.contains(&(h.0.as_str(), h.1.as_str())))
+            .filter(|h| h.6 <= now && h.7.is_none_or(|l| l < now))
             .collect();
-        let ids: Vec<&str> = free.iter().map(|h| h.3.as_str()).collect();
+        let ids: Vec<&str> = free.iter().map(|h| h.2.as_str()).collect();
         if ids.is_empty() {
             return Ok(());
         }
         let leased = self.lease_in_tx(conn, &ids, now).await?;
-        jobs.extend(free.into_iter().filter(|h| leased.contains(&h.3)).map(
-            |(subscription_id, ordering_key, _, delivery_id, event_id, tenant_id, attempts, _, _, body, event_type)| Job {
+        jobs.extend(free.into_iter().filter(|h| leased.contains(&h.2)).map(
+            |(subscription_id, ordering_key, delivery_id, event_id, tenant_id, attempts, _, _, body, event_type)| Job {
                 delivery_id,
                 event_id,
                 tenant_id,
