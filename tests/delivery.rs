@@ -488,6 +488,8 @@ crate::dual! {
             )
             .await;
         assert_eq!(r.status(), 404);
+        // (The receiver has the redelivery before its attempt is recorded.)
+        app.wait_deliveries("acme", "succeeded", 3).await;
         let filtered: Value = app
             .admin_get(&format!(
                 "/v1/tenants/acme/deliveries?subscription_id={id}&status=succeeded"
@@ -601,5 +603,165 @@ crate::dual! {
             1,
             "the finished attempt was recorded, not sent again"
         );
+    }
+
+    async fn a_dead_receivers_backlog_does_not_starve_the_retries_of_others() {
+        // The dead receiver holds every attempt 5 s and then fails it: its slots and its queue
+        // fill, and the rest of its backlog waits, due, in the database.
+        let dead = Receiver::start(Arc::new(|_, _| (503, vec![], Duration::from_secs(5)))).await;
+        let healthy = Receiver::ok().await;
+        let app = spawn_with(|m| {
+            m.insert("delivery_timeout".into(), "10s".into());
+            m.insert("retry_schedule".into(), "100ms,100ms,100ms".into());
+        })
+        .await;
+        app.twilio_tenant("acme", TOKEN).await;
+        app.subscribe("acme", &dead.url, &["*"]).await;
+        app.subscribe("acme", &healthy.url, &["*"]).await;
+        let calls: Vec<String> = (0..900).map(|i| format!("CAst{i}")).collect();
+        for chunk in calls.chunks(50) {
+            futures_util::future::join_all(
+                chunk.iter().map(|c| app.twilio_status("acme", TOKEN, c, "completed")),
+            )
+            .await;
+        }
+        healthy.wait_for("900 deliveries", |r| r.len() == 900).await;
+        // More due deliveries of the dead subscription than one claim takes: the healthy
+        // receiver now fails once, and that retry must still be claimed at once.
+        healthy.set(Arc::new(|n, _| (if n == 900 { 503 } else { 200 }, vec![], Duration::ZERO)));
+        let start = Instant::now();
+        app.twilio_status("acme", TOKEN, "CAstlast", "completed").await;
+        healthy.wait_for("the failed attempt and its retry", |r| r.len() == 902).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the healthy retry waited {:?} behind a dead receiver's backlog",
+            start.elapsed()
+        );
+    }
+
+    async fn an_attempt_longer_than_the_timeout_is_cut_and_retried() {
+        let rx = Receiver::start(Arc::new(|n, _| {
+            (200, vec![], if n == 0 { Duration::from_secs(5) } else { Duration::ZERO })
+        }))
+        .await;
+        let app = spawn_with(|m| {
+            m.insert("delivery_timeout".into(), "500ms".into());
+        })
+        .await;
+        app.twilio_tenant("acme", TOKEN).await;
+        app.subscribe("acme", &rx.url, &["*"]).await;
+        app.twilio_status("acme", TOKEN, "CAslow", "completed").await;
+        app.wait_deliveries("acme", "succeeded", 1).await;
+        let event_id = rx.received()[0].header("webhook-id");
+        let r: Value = app
+            .admin_get(&format!("/v1/tenants/acme/events/{event_id}/attempts"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let attempts = r["data"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        let first = &attempts[0];
+        assert_eq!(first["status_code"], Value::Null);
+        assert!(first["error"].as_str().unwrap().starts_with("timeout"), "{first}");
+        let ms = first["latency_ms"].as_i64().unwrap();
+        assert!((400..2000).contains(&ms), "the attempt was cut at the timeout: {ms} ms");
+        assert_eq!(attempts[1]["status_code"], 200);
+    }
+
+    async fn stored_response_bodies_are_capped() {
+        // A receiver that answers 400 with a 100 kB body.
+        let big = "x".repeat(100_000);
+        let app = spawn_app().await;
+        let body = big.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let body = body.clone();
+                async move { (axum::http::StatusCode::BAD_REQUEST, body) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        app.twilio_tenant("acme", TOKEN).await;
+        app.subscribe("acme", &url, &["*"]).await;
+        app.twilio_status("acme", TOKEN, "CAbig", "completed").await;
+        app.wait_deliveries("acme", "failed", 1).await;
+        let event_id = app.events("acme").await[0]["id"].as_str().unwrap().to_owned();
+        let r: Value = app
+            .admin_get(&format!("/v1/tenants/acme/events/{event_id}/attempts"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let stored = r["data"][0]["response_body"].as_str().unwrap();
+        assert_eq!(stored.len(), 4096, "a 100 kB answer is stored as its first 4 KiB");
+        assert!(big.starts_with(stored));
+    }
+
+    async fn the_first_attempt_is_handed_over_in_process_not_polled() {
+        let rx = Receiver::ok().await;
+        let app = spawn_with(|m| {
+            m.insert("poll_interval".into(), "30s".into());
+        })
+        .await;
+        app.twilio_tenant("acme", TOKEN).await;
+        app.subscribe("acme", &rx.url, &["*"]).await;
+        let mut waits = Vec::new();
+        for i in 0..20 {
+            let start = Instant::now();
+            app.twilio_status("acme", TOKEN, &format!("CAwake{i}"), "completed").await;
+            rx.wait_for("the delivery", |r| r.len() == i + 1).await;
+            waits.push(start.elapsed());
+        }
+        waits.sort();
+        // With a 30 s poll, only the in-process hand-off can deliver in well under a second.
+        assert!(waits[19] < Duration::from_secs(1), "slowest callback → receiver: {:?}", waits[19]);
+    }
+
+    async fn recovering_a_disabled_subscription_is_refused() {
+        let rx = Receiver::ok().await;
+        let (app, id, _) = app_with_sub(&["*"], &rx).await;
+        let r = app
+            .admin_json(
+                reqwest::Method::PATCH,
+                &format!("/v1/tenants/acme/subscriptions/{id}"),
+                json!({"enabled": false}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let r = app
+            .admin_json(
+                reqwest::Method::POST,
+                &format!("/v1/tenants/acme/subscriptions/{id}/recover"),
+                json!({"since": "2026-01-01T00:00:00Z"}),
+            )
+            .await;
+        assert_eq!(error_code(r).await, (409, "subscription_disabled".into()));
+    }
+
+    async fn plain_http_is_refused_at_send_time_once_no_longer_allowed() {
+        let rx = Receiver::ok().await;
+        let (app, _, _) = app_with_sub(&["*"], &rx).await;
+        let map = {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert("database_url".to_owned(), app.config.database_url.clone());
+            m.insert("admin_token".to_owned(), ADMIN.to_owned());
+            m.insert("allow_http_targets".to_owned(), "false".to_owned());
+            m.insert("allow_private_targets".to_owned(), "127.0.0.0/8".to_owned());
+            m.insert("retry_schedule".to_owned(), "none".to_owned());
+            m
+        };
+        let dir = app.stop().await;
+        let app = start(map, dir).await;
+        app.twilio_status("acme", TOKEN, "CAplain", "completed").await;
+        let failed = app.wait_deliveries("acme", "failed", 1).await;
+        assert!(
+            failed[0]["last_error"].as_str().unwrap().contains("scheme"),
+            "{}",
+            failed[0]
+        );
+        assert!(rx.received().is_empty(), "nothing went out over plain HTTP");
     }
 }

@@ -584,63 +584,54 @@ crate::dual! {
         );
         // Wrong content type: 415.
         let r = app
-            .client
-            .post(app.url(&req.path_and_query))
-            .header("content-type", "text/plain")
-            .header("x-twilio-signature", "x")
-            .body("hello")
-            .send()
-            .await
-            .unwrap();
+            .post(
+                &req.path_and_query,
+                &[("content-type", "text/plain"), ("x-twilio-signature", "x")],
+                "hello",
+            )
+            .await;
         assert_eq!(code(r).await, (415, "unsupported_media_type".into()));
         // Malformed form (invalid UTF-8): 400.
         let r = app
-            .client
-            .post(app.url(&req.path_and_query))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", "x")
-            .body(vec![b'a', b'=', 0xff, 0xfe])
-            .send()
-            .await
-            .unwrap();
+            .post(
+                &req.path_and_query,
+                &[("content-type", "application/x-www-form-urlencoded"), ("x-twilio-signature", "x")],
+                vec![b'a', b'=', 0xff, 0xfe],
+            )
+            .await;
         assert_eq!(code(r).await, (400, "malformed_form".into()));
         // Too large, with a length and chunked: 413.
         let big = vec![b'a'; 8 * 1024];
         let r = app
-            .client
-            .post(app.url(&req.path_and_query))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap();
+            .post(
+                &req.path_and_query,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                big.clone(),
+            )
+            .await;
         assert_eq!(code(r).await, (413, "payload_too_large".into()));
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             big.chunks(1024).map(|c| Ok(c.to_vec())).collect();
+        let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
         let r = app
-            .client
-            .post(app.url(&req.path_and_query))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            )))
-            .send()
-            .await
-            .unwrap();
+            .post(
+                &req.path_and_query,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                stream,
+            )
+            .await;
         assert_eq!(code(r).await, (413, "payload_too_large".into()));
         // A verified callback without a CallSid: 400.
         let path = "/api/twilio/status?tenant_id=acme";
         let form = vec![("CallStatus".to_owned(), "completed".to_owned())];
         let sig = sign(TOKEN, &format!("{}{path}", app.config.public_url), &form);
         let r = app
-            .client
-            .post(app.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", sig)
-            .body("CallStatus=completed")
-            .send()
-            .await
-            .unwrap();
+            .post(
+                path,
+                &[("content-type", "application/x-www-form-urlencoded"), ("x-twilio-signature", sig.as_str())],
+                "CallStatus=completed",
+            )
+            .await;
         assert_eq!(code(r).await, (400, "missing_field".into()));
         // A wrong method: 405, still JSON.
         let r = app

@@ -119,9 +119,12 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Builds the shared delivery client.
+/// Builds the shared delivery client. Plain `http://` is refused at send time too (not only
+/// when a subscription is saved) unless allowed, so turning the allowance off takes effect for
+/// subscriptions made while it was on.
 pub fn build_client(policy: Arc<TargetPolicy>, timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        .https_only(!policy.allow_http)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())

@@ -31,6 +31,9 @@ use retry::RetryPolicy;
 
 /// Attempts in flight at once for one subscription.
 pub const PER_SUBSCRIPTION: usize = 64;
+/// Jobs queued in memory behind one subscription's in-flight attempts at most; more are handed
+/// back to the database (their leases released) and claimed when the subscription has room.
+pub const MAX_WAITING: usize = 4 * PER_SUBSCRIPTION;
 /// Jobs held in memory (in flight or queued) at most; the rest wait in the database.
 pub const MAX_IN_MEMORY: usize = 20_000;
 /// Deliveries claimed per poll.
@@ -139,16 +142,31 @@ impl Delivery {
         if self.inner.shutdown.is_cancelled() {
             return; // their leases expire and the next start sends them
         }
-        let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-        for job in jobs {
-            self.inner.in_memory.fetch_add(1, Ordering::Relaxed);
-            let q = queues.entry(job.subscription_id.clone()).or_default();
-            if q.inflight < PER_SUBSCRIPTION {
-                q.inflight += 1;
-                self.spawn(job, false);
-            } else {
-                q.waiting.push_back((job, Instant::now()));
+        let mut overflow = Vec::new();
+        {
+            let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            for job in jobs {
+                let q = queues.entry(job.subscription_id.clone()).or_default();
+                if q.inflight < PER_SUBSCRIPTION {
+                    q.inflight += 1;
+                    self.inner.in_memory.fetch_add(1, Ordering::Relaxed);
+                    self.spawn(job, false);
+                } else if q.waiting.len() < MAX_WAITING {
+                    self.inner.in_memory.fetch_add(1, Ordering::Relaxed);
+                    q.waiting.push_back((job, Instant::now()));
+                } else {
+                    overflow.push(job.delivery_id);
+                }
             }
+        }
+        if !overflow.is_empty() {
+            // A slow receiver's backlog waits in the database, not in memory.
+            let store = self.inner.store.clone();
+            self.inner.tracker.spawn(async move {
+                if let Err(e) = store.release_leases(&overflow).await {
+                    tracing::warn!(error = %e, "releasing leases failed; they expire instead");
+                }
+            });
         }
     }
 

@@ -232,12 +232,44 @@ pub fn page_of(query: &params::Params, max: i64) -> ApiResult<Page> {
     Ok(Page { after, limit })
 }
 
-/// `{"data": [...], "next_cursor": …}`: the cursor is set when the page is full.
-pub fn list_json(data: Vec<Value>, last_seq: Option<i64>, limit: i64) -> Json<Value> {
-    let next = (data.len() as i64 == limit)
-        .then(|| last_seq.map(|s| s.to_string()))
+/// The optional filter `name` of a list request: one of `allowed` when given and not empty.
+pub fn filter_of<'q>(
+    query: &'q params::Params,
+    name: &str,
+    allowed: &[&str],
+    code: &'static str,
+) -> ApiResult<Option<&'q str>> {
+    let value = params::first(query, name).filter(|v| !v.is_empty());
+    match value {
+        Some(v) if !allowed.contains(&v) => {
+            let (last, rest) = allowed.split_last().unwrap_or((&"", &[]));
+            Err(ApiError::bad_request(
+                code,
+                format!("{name} is {} or {last}", rest.join(", ")),
+            ))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// `{"data": [...], "next_cursor": …}` for a page of rows: the cursor (the last row's `seq`) is
+/// set when the page is full.
+pub fn list_json<T>(
+    rows: Vec<T>,
+    page: Page,
+    seq: impl Fn(&T) -> i64,
+    to_json: impl FnMut(T) -> Value,
+) -> Json<Value> {
+    let next = (rows.len() as i64 == page.limit)
+        .then(|| rows.last().map(|r| seq(r).to_string()))
         .flatten();
+    let data: Vec<Value> = rows.into_iter().map(to_json).collect();
     Json(json!({"data": data, "next_cursor": next}))
+}
+
+/// A row serialized as is.
+pub fn as_json<T: serde::Serialize>(row: T) -> Value {
+    serde_json::to_value(row).unwrap_or(Value::Null)
 }
 
 async fn list_events(
@@ -251,12 +283,12 @@ async fn list_events(
     let page = page_of(&query, 1000)?;
     let event_type = params::first(&query, "type").filter(|t| !t.is_empty());
     let events = app.store.list_events(&tenant, event_type, page).await?;
-    let last = events.last().map(|e| e.seq);
-    let data = events
-        .into_iter()
-        .map(|e| serde_json::from_str(&e.body).unwrap_or(Value::Null))
-        .collect();
-    Ok(list_json(data, last, page.limit))
+    Ok(list_json(
+        events,
+        page,
+        |e| e.seq,
+        |e| serde_json::from_str(&e.body).unwrap_or(Value::Null),
+    ))
 }
 
 async fn get_event(
@@ -282,20 +314,12 @@ async fn list_inbound(
     tenant_of(&app, &caller, &tenant).await?;
     let query = params::parse_query(q.as_deref());
     let page = page_of(&query, 1000)?;
-    let outcome = params::first(&query, "outcome").filter(|t| !t.is_empty());
-    if let Some(o) = outcome {
-        if !["accepted", "duplicate", "rejected"].contains(&o) {
-            return Err(ApiError::bad_request(
-                "invalid_outcome",
-                "outcome is accepted, duplicate or rejected",
-            ));
-        }
-    }
+    let outcome = filter_of(
+        &query,
+        "outcome",
+        &["accepted", "duplicate", "rejected"],
+        "invalid_outcome",
+    )?;
     let entries = app.store.list_inbound(&tenant, outcome, page).await?;
-    let last = entries.last().map(|e| e.seq);
-    let data = entries
-        .into_iter()
-        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-        .collect();
-    Ok(list_json(data, last, page.limit))
+    Ok(list_json(entries, page, |e| e.seq, as_json))
 }

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::{list_json, page_of, tenant_of, PathParams};
+use super::admin::{as_json, filter_of, list_json, page_of, tenant_of, PathParams};
 use super::extract::{Caller, JsonBody, OptionalJson};
 use super::SharedState;
 use crate::crypto::new_webhook_secret;
@@ -174,11 +174,11 @@ async fn list(
     tenant_of(&app, &caller, &tenant).await?;
     let page = page_of(&params::parse_query(q.as_deref()), 1000)?;
     let rows = app.store.list_subscriptions(&tenant, page).await?;
-    let last = rows.last().map(|(seq, _)| *seq);
     Ok(list_json(
-        rows.iter().map(|(_, s)| sub_json(s)).collect(),
-        last,
-        page.limit,
+        rows,
+        page,
+        |(seq, _)| *seq,
+        |(_, s)| sub_json(&s),
     ))
 }
 
@@ -352,6 +352,13 @@ async fn recover(
     JsonBody(body): JsonBody<Recover>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = sub_of(&app, &caller, &tenant, &id).await?;
+    if !s.enabled {
+        // Re-queued deliveries of a disabled subscription would only fail again.
+        return Err(ApiError::Conflict(
+            "subscription_disabled",
+            "the subscription is disabled; enable it (PATCH enabled: true) first".into(),
+        ));
+    }
     let since = chrono::DateTime::parse_from_rfc3339(&body.since)
         .map_err(|_| ApiError::bad_request("invalid_since", "since must be an RFC 3339 time"))?;
     let n = app
@@ -372,10 +379,7 @@ async fn attempts(
         return Err(ApiError::not_found("event_not_found", "no such event"));
     }
     let rows = app.store.list_attempts(&tenant, &event_id).await?;
-    let data = rows
-        .into_iter()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .collect::<Vec<_>>();
+    let data: Vec<Value> = rows.into_iter().map(as_json).collect();
     Ok(Json(json!({"data": data, "next_cursor": null})))
 }
 
@@ -421,24 +425,16 @@ async fn deliveries(
     tenant_of(&app, &caller, &tenant).await?;
     let query = params::parse_query(q.as_deref());
     let page = page_of(&query, 1000)?;
-    let status = params::first(&query, "status").filter(|s| !s.is_empty());
-    if let Some(s) = status {
-        if !["pending", "succeeded", "failed"].contains(&s) {
-            return Err(ApiError::bad_request(
-                "invalid_status",
-                "status is pending, succeeded or failed",
-            ));
-        }
-    }
+    let status = filter_of(
+        &query,
+        "status",
+        &["pending", "succeeded", "failed"],
+        "invalid_status",
+    )?;
     let sub = params::first(&query, "subscription_id").filter(|s| !s.is_empty());
     let rows = app
         .store
         .list_deliveries(&tenant, status, sub, page)
         .await?;
-    let last = rows.last().map(|r| r.seq);
-    let data = rows
-        .into_iter()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .collect();
-    Ok(list_json(data, last, page.limit))
+    Ok(list_json(rows, page, |r| r.seq, as_json))
 }

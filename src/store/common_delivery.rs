@@ -49,12 +49,25 @@ type JobTuple = (String, String, String, String, String, i64, String, String);
 /// locked_until, body, type.
 type ChainHeadRow = (String, String, String, String, String, i64, i64, Option<i64>, String, String);
 
-const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.tenant_id, d.subscription_id, d.ordering_key, d.attempts, e.body, e.type \
-     FROM deliveries d JOIN events e ON e.id = d.event_id \
-     WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until < $1) \
-     AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = d.subscription_id \
-     AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) \
-     ORDER BY d.next_attempt_at LIMIT $2";
+/// The claim of due deliveries: heads of their chains, due (`$1` = now), free, at most `$2`,
+/// none of the `skip` subscriptions bound after them (those whose queue in this instance is full:
+/// their backlog must not fill every claim and starve the others).
+fn claim_sql(skip: usize) -> String {
+    let skip = if skip == 0 {
+        String::new()
+    } else {
+        let list: Vec<String> = (3..3 + skip).map(|n| format!("${n}")).collect();
+        format!("AND d.subscription_id NOT IN ({}) ", list.join(", "))
+    };
+    format!(
+        "SELECT d.id, d.event_id, d.tenant_id, d.subscription_id, d.ordering_key, d.attempts, e.body, e.type \
+         FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until < $1) \
+         AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = d.subscription_id \
+         AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) {skip}\
+         ORDER BY d.next_attempt_at LIMIT $2 {CLAIM_SUFFIX}"
+    )
+}
 
 fn job_of(t: JobTuple) -> Job {
     Job {
@@ -451,11 +464,14 @@ impl crate::store::DeliveryStore for Backend {
     async fn claim_due(&self, limit: i64, skip_subscriptions: &[String]) -> StoreResult<Vec<Job>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let rows: Vec<JobTuple> = sqlx::query_as(&format!("{CLAIM_SQL} {CLAIM_SUFFIX}"))
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        // (Past the parameter limit, the rest of the busy subscriptions are filtered here.)
+        let skip = &skip_subscriptions[..skip_subscriptions.len().min(MAX_BINDS)];
+        let sql = claim_sql(skip.len());
+        let mut query = sqlx::query_as(&sql).bind(now).bind(limit);
+        for s in skip {
+            query = query.bind(s);
+        }
+        let rows: Vec<JobTuple> = query.persistent(skip.is_empty()).fetch_all(&mut *tx).await?;
         let rows: Vec<JobTuple> = rows.into_iter().filter(|r| !skip_subscriptions.contains(&r.3)).collect();
         let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         if ids.is_empty() {
@@ -475,6 +491,18 @@ impl crate::store::DeliveryStore for Backend {
                 .await?;
             tx.commit().await?;
         }
+        Ok(())
+    }
+
+    async fn release_leases(&self, delivery_ids: &[String]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for ids in delivery_ids.chunks(MAX_BINDS) {
+            let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = ");
+            qb.push_bind(&self.instance_id).push(" AND ");
+            push_in(&mut qb, "id", ids);
+            qb.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

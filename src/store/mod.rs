@@ -322,6 +322,9 @@ pub trait DeliveryStore: Send + Sync + 'static {
     async fn release_own_leases(&self) -> StoreResult<()>;
     /// Extends the lease of a delivery still owned by (or free for) this instance.
     async fn renew_lease(&self, delivery_id: &str) -> StoreResult<bool>;
+    /// Gives up this instance's leases on these deliveries (it will not send them now); they are
+    /// claimed again when due.
+    async fn release_leases(&self, delivery_ids: &[String]) -> StoreResult<()>;
     /// Records attempts in one transaction; returns the next deliveries of the finished chains,
     /// leased to this instance (and of any `subscription.disabled` event emitted).
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Job>>;

@@ -199,6 +199,20 @@ impl TestApp {
         }
         b.send().await.unwrap()
     }
+
+    /// POSTs `body` to `path` with exactly these headers, as a provider (or a forger) would.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut b = self.client.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.send().await.unwrap()
+    }
 }
 
 /// Reads a JSON file from `../shared/vectors` (next to the repository) or `tests/vectors`.
