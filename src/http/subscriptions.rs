@@ -397,13 +397,25 @@ async fn redeliver(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     tenant_of(&app, &caller, &tenant).await?;
     let body = body.unwrap_or_default();
+    if let Some(id) = &body.subscription_id {
+        if !sub_of(&app, &caller, &tenant, id).await?.enabled {
+            return Err(ApiError::Conflict(
+                "subscription_disabled",
+                "the subscription is disabled".into(),
+            ));
+        }
+    }
     let jobs = app
         .store
         .redeliver(&tenant, &event_id, body.subscription_id.as_deref())
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound(what) => {
-                ApiError::not_found("not_found", format!("{what} not found"))
+            crate::store::StoreError::NotFound("event") => {
+                ApiError::not_found("event_not_found", "no such event")
+            }
+            crate::store::StoreError::NotFound(_) => {
+                // Disabled or deleted between the check above and the redelivery.
+                ApiError::Conflict("subscription_disabled", "the subscription is disabled".into())
             }
             other => other.into(),
         })?;
