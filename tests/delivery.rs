@@ -8,29 +8,13 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::receiver::{Received, Receiver};
+use common::receiver::{answers, verify_standard, Received, Receiver};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 const TOKEN: &str = "tw-token";
-
-/// Standard Webhooks verification written from the spec, not with hookgate's signer.
-fn verify_standard(secret: &str, r: &Received) -> bool {
-    let key = STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
-        .unwrap();
-    let id = r.header("webhook-id");
-    let ts = r.header("webhook-timestamp");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(&r.body);
-    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-    r.header("webhook-signature")
-        .split(' ')
-        .any(|s| s == expected)
-}
 
 fn verify_hookgate(secret: &str, r: &Received) -> bool {
     let key = STANDARD
@@ -87,10 +71,6 @@ async fn app_with_sub(types: &[&str], receiver: &Receiver) -> (TestApp, String, 
     app.twilio_tenant("acme", TOKEN).await;
     let (id, secret) = app.subscribe("acme", &receiver.url, types).await;
     (app, id, secret)
-}
-
-fn answers(codes: Vec<u16>) -> Arc<common::receiver::Behaviour> {
-    Arc::new(move |n, _| (*codes.get(n).unwrap_or(&200), vec![], Duration::ZERO))
 }
 
 crate::dual! {

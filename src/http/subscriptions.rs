@@ -196,7 +196,19 @@ struct PatchSub {
     url: Option<String>,
     event_types: Option<Vec<String>>,
     enabled: Option<bool>,
+    /// Absent: unchanged; `null`: cleared.
+    #[serde(default, deserialize_with = "present")]
     description: Option<Option<String>>,
+}
+
+/// Reads a field that is present (even as `null`) as `Some(value)`; an absent one stays `None`
+/// through `#[serde(default)]`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 async fn update(
@@ -415,7 +427,10 @@ async fn redeliver(
             }
             crate::store::StoreError::NotFound(_) => {
                 // Disabled or deleted between the check above and the redelivery.
-                ApiError::Conflict("subscription_disabled", "the subscription is disabled".into())
+                ApiError::Conflict(
+                    "subscription_disabled",
+                    "the subscription is disabled".into(),
+                )
             }
             other => other.into(),
         })?;

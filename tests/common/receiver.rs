@@ -123,3 +123,27 @@ impl Receiver {
         }
     }
 }
+
+/// Answers `codes[n]` to request `n`, then 200.
+pub fn answers(codes: Vec<u16>) -> Arc<Behaviour> {
+    Arc::new(move |n, _| (*codes.get(n).unwrap_or(&200), vec![], Duration::ZERO))
+}
+
+/// Standard Webhooks verification written from the spec, not with hookgate's signer.
+pub fn verify_standard(secret: &str, r: &Received) -> bool {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let key = STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let id = r.header("webhook-id");
+    let ts = r.header("webhook-timestamp");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    r.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
