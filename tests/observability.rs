@@ -127,6 +127,13 @@ crate::dual! {
         }
         rx.wait_for("both subscriptions tried all three", |r| r.len() >= 6)
             .await;
+        // (The receiver logs a request before the gateway has recorded its attempt.)
+        let retried = r#"hookgate_delivery_attempts_total{outcome="retry"}"#;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sample(&scrape(&app).await, retried) < 6.0 {
+            assert!(std::time::Instant::now() < deadline, "six retries never recorded");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let r = app
             .admin_json(
                 reqwest::Method::PATCH,
