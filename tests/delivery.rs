@@ -744,4 +744,25 @@ crate::dual! {
         );
         assert!(rx.received().is_empty(), "nothing went out over plain HTTP");
     }
+
+    async fn a_backlog_larger_than_memory_holds_goes_through_the_database_once_each() {
+        // 600 callbacks at a receiver that takes 100 ms per request: more than the 64 in flight
+        // and 256 queued per subscription, so most of the backlog is handed back to the database
+        // and claimed later. Every event arrives exactly once.
+        let rx = Receiver::start(Arc::new(|_, _| (200, vec![], Duration::from_millis(100)))).await;
+        let (app, _, _) = app_with_sub(&["*"], &rx).await;
+        let calls: Vec<String> = (0..600).map(|i| format!("CAspill{i}")).collect();
+        for chunk in calls.chunks(50) {
+            futures_util::future::join_all(
+                chunk.iter().map(|c| app.twilio_status("acme", TOKEN, c, "completed")),
+            )
+            .await;
+        }
+        app.wait_deliveries("acme", "succeeded", 600).await;
+        let got = rx.received();
+        let ids: std::collections::HashSet<String> =
+            got.iter().map(|r| r.header("webhook-id")).collect();
+        assert_eq!(ids.len(), 600, "every event delivered");
+        assert_eq!(got.len(), 600, "none delivered twice");
+    }
 }

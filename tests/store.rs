@@ -239,6 +239,32 @@ crate::dual! {
         assert_eq!(all.await.unwrap().len(), 6000);
     }
 
+    async fn released_leases_are_claimable_again_but_only_the_holder_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = stores(&dir).await;
+        let sub = subscribe(&a).await;
+        let jobs = a
+            .ingest_batch(&[
+                callback("CR1:completed", "CR1", EventType::CallCompleted),
+                callback("CR2:completed", "CR2", EventType::CallCompleted),
+            ])
+            .await
+            .unwrap()
+            .jobs;
+        assert_eq!(jobs.len(), 2);
+        assert!(b.claim_due(10, &[]).await.unwrap().is_empty(), "both are leased to a");
+        let first = vec![jobs[0].delivery_id.clone()];
+        b.release_leases(&first).await.unwrap();
+        assert!(b.claim_due(10, &[]).await.unwrap().is_empty(), "b cannot release a's lease");
+        a.release_leases(&first).await.unwrap();
+        assert!(
+            b.claim_due(10, std::slice::from_ref(&sub)).await.unwrap().is_empty(),
+            "a busy subscription is skipped"
+        );
+        let claimed: Vec<_> = b.claim_due(10, &[]).await.unwrap().into_iter().map(|j| j.delivery_id).collect();
+        assert_eq!(claimed, first, "released, it is claimed again (and only it)");
+    }
+
     async fn claims_are_exclusive_between_instances() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = stores(&dir).await;

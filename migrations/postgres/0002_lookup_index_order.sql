@@ -12,3 +12,6 @@ ALTER TABLE subjects ADD PRIMARY KEY (subject, tenant_id);
 
 DROP INDEX IF EXISTS deliveries_chain;
 CREATE INDEX deliveries_chain ON deliveries (ordering_key, subscription_id, seq) WHERE status = 'pending';
+-- Failing or re-queuing every pending delivery of one subscription (disable, delete) still
+-- finds them by index.
+CREATE INDEX IF NOT EXISTS deliveries_pending_by_subscription ON deliveries (subscription_id) WHERE status = 'pending';

@@ -47,6 +47,9 @@ const TARGET_TTL: Duration = Duration::from_secs(1);
 struct SubQueue {
     inflight: usize,
     waiting: VecDeque<(Job, Instant)>,
+    /// Part of this subscription's backlog was handed back to the database: until the poller
+    /// has claimed it all, new jobs go there too (first in, first out).
+    spilled: bool,
 }
 
 /// A resolved subscription target and when it was loaded (`None` = gone).
@@ -139,6 +142,11 @@ impl Delivery {
 
     /// Queues jobs leased to this instance.
     pub fn submit(&self, jobs: Vec<Job>) {
+        self.enqueue(jobs, false);
+    }
+
+    /// Queues jobs; `claimed` when the poller took them from the database in due order.
+    fn enqueue(&self, jobs: Vec<Job>, claimed: bool) {
         if self.inner.shutdown.is_cancelled() {
             return; // their leases expire and the next start sends them
         }
@@ -147,14 +155,18 @@ impl Delivery {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
             for job in jobs {
                 let q = queues.entry(job.subscription_id.clone()).or_default();
-                if q.inflight < PER_SUBSCRIPTION {
+                let room = self.inner.in_memory.load(Ordering::Relaxed) < MAX_IN_MEMORY;
+                if q.spilled && !claimed {
+                    overflow.push(job.delivery_id);
+                } else if q.inflight < PER_SUBSCRIPTION {
                     q.inflight += 1;
                     self.inner.in_memory.fetch_add(1, Ordering::Relaxed);
                     self.spawn(job, false);
-                } else if q.waiting.len() < MAX_WAITING {
+                } else if q.waiting.len() < MAX_WAITING && room {
                     self.inner.in_memory.fetch_add(1, Ordering::Relaxed);
                     q.waiting.push_back((job, Instant::now()));
                 } else {
+                    q.spilled = true;
                     overflow.push(job.delivery_id);
                 }
             }
@@ -267,7 +279,11 @@ impl Delivery {
             }
         }
         if q.inflight == 0 && q.waiting.is_empty() {
-            queues.remove(sub);
+            if q.spilled {
+                self.inner.wake.notify_one(); // its backlog in the database is next
+            } else {
+                queues.remove(sub);
+            }
         }
     }
 
@@ -333,7 +349,26 @@ impl Delivery {
                 match self.inner.store.claim_due(limit as i64, &saturated).await {
                     Ok(jobs) => {
                         claimed_full = jobs.len() == limit;
-                        self.submit(jobs);
+                        if !claimed_full {
+                            // Nothing more is due for a spilled subscription that was asked
+                            // for and got nothing: its backlog is back in memory or sent.
+                            let got: std::collections::HashSet<&str> =
+                                jobs.iter().map(|j| j.subscription_id.as_str()).collect();
+                            let mut queues =
+                                self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+                            for (sub, q) in queues.iter_mut() {
+                                if q.spilled
+                                    && !got.contains(sub.as_str())
+                                    && !saturated.contains(sub)
+                                {
+                                    q.spilled = false;
+                                }
+                            }
+                            queues.retain(|_, q| {
+                                q.inflight > 0 || !q.waiting.is_empty() || q.spilled
+                            });
+                        }
+                        self.enqueue(jobs, true);
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming due deliveries failed"),
                 }

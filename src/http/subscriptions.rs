@@ -409,6 +409,9 @@ async fn redeliver(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     tenant_of(&app, &caller, &tenant).await?;
     let body = body.unwrap_or_default();
+    if app.store.get_event(&tenant, &event_id).await?.is_none() {
+        return Err(ApiError::not_found("event_not_found", "no such event"));
+    }
     if let Some(id) = &body.subscription_id {
         if !sub_of(&app, &caller, &tenant, id).await?.enabled {
             return Err(ApiError::Conflict(
@@ -417,7 +420,7 @@ async fn redeliver(
             ));
         }
     }
-    let jobs = app
+    let (jobs, ids) = app
         .store
         .redeliver(&tenant, &event_id, body.subscription_id.as_deref())
         .await
@@ -434,7 +437,6 @@ async fn redeliver(
             }
             other => other.into(),
         })?;
-    let ids: Vec<String> = jobs.iter().map(|j| j.delivery_id.clone()).collect();
     app.delivery.submit(jobs);
     app.delivery.wake();
     Ok((

@@ -448,10 +448,11 @@ impl Backend {
             };
             targets.push((stored, to));
         }
-        self.insert_deliveries_in_tx(conn, &targets, now, jobs).await
+        self.insert_deliveries_in_tx(conn, &targets, now, jobs).await?;
+        Ok(())
     }
 
-    /// One pending delivery per (event, subscription). A delivery at the head of its chain is
+    /// One pending delivery per (event, subscription); returns their ids. A delivery at the head of its chain is
     /// leased to this instance and returned as a job to send at once; one behind an earlier
     /// pending delivery of the same call or payment (stored, or earlier in `targets`) waits,
     /// unleased, for that one to finish.
@@ -461,7 +462,7 @@ impl Backend {
         targets: &[(StoredEventRef<'_>, Vec<String>)],
         now: i64,
         jobs: &mut Vec<Job>,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<Vec<String>> {
         let chains: Vec<(&str, &str)> = targets
             .iter()
             .filter(|(ev, _)| ev.chained)
@@ -496,7 +497,7 @@ impl Backend {
             }
         }
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let lease_until = now + self.lease_ms;
         execute_values(
@@ -524,7 +525,7 @@ impl Backend {
             },
         )
         .await?;
-        Ok(())
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 }
 

@@ -416,6 +416,8 @@ impl crate::store::DeliveryStore for Backend {
 
     async fn update_subscription(&self, s: &SubscriptionRow) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        // Same lock order as recording attempts (tenant, then rows), so the two never deadlock.
+        Self::lock_tenants(&mut tx, [s.tenant_id.as_str()]).await?;
         let n = sqlx::query(
             "UPDATE subscriptions SET url = $3, event_types = $4, description = $5, enabled = $6, secret = $7, \
              old_secret = $8, old_secret_expires_at = $9, failed_streak = $10, disabled_reason = $11, updated_at = $12 \
@@ -448,6 +450,7 @@ impl crate::store::DeliveryStore for Backend {
 
     async fn delete_subscription(&self, tenant: &str, id: &str) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
+        Self::lock_tenants(&mut tx, [tenant]).await?;
         let n = sqlx::query("DELETE FROM subscriptions WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
@@ -536,7 +539,12 @@ impl crate::store::DeliveryStore for Backend {
         Ok(jobs)
     }
 
-    async fn redeliver(&self, tenant: &str, event_id: &str, subscription: Option<&str>) -> StoreResult<Vec<Job>> {
+    async fn redeliver(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        subscription: Option<&str>,
+    ) -> StoreResult<(Vec<Job>, Vec<String>)> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         Self::lock_tenants(&mut tx, [tenant]).await?;
@@ -570,9 +578,9 @@ impl crate::store::DeliveryStore for Backend {
             body: body.into(),
         };
         let mut jobs = Vec::new();
-        self.insert_deliveries_in_tx(&mut tx, &[(stored, targets)], now, &mut jobs).await?;
+        let ids = self.insert_deliveries_in_tx(&mut tx, &[(stored, targets)], now, &mut jobs).await?;
         tx.commit().await?;
-        Ok(jobs)
+        Ok((jobs, ids))
     }
 
     async fn insert_event_for(&self, ev: &crate::event::NewEvent, subscription: &str) -> StoreResult<Job> {

@@ -328,13 +328,15 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// Records attempts in one transaction; returns the next deliveries of the finished chains,
     /// leased to this instance (and of any `subscription.disabled` event emitted).
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Job>>;
-    /// New deliveries of a stored event (to one subscription, or every matching enabled one).
+    /// New deliveries of a stored event (to one subscription, or every matching enabled one):
+    /// the jobs to send now (those not queued behind an earlier delivery of the same call) and
+    /// the ids of every delivery made.
     async fn redeliver(
         &self,
         tenant: &str,
         event_id: &str,
         subscription: Option<&str>,
-    ) -> StoreResult<Vec<Job>>;
+    ) -> StoreResult<(Vec<Job>, Vec<String>)>;
     /// Stores an event with one delivery to `subscription`, leased here (the `test` route).
     async fn insert_event_for(&self, ev: &NewEvent, subscription: &str) -> StoreResult<Job>;
     /// Re-queues the subscription's deliveries that failed since `since_ms`; returns how many.
