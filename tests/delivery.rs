@@ -254,10 +254,7 @@ crate::dual! {
         let (app, bad_id, _) = app_with_sub(&["call.*"], &bad).await;
         app.subscribe("acme", &watcher.url, &["subscription.*"])
             .await;
-        for i in 0..10 {
-            app.twilio_status("acme", TOKEN, &format!("CAbad{i}"), "completed")
-                .await;
-        }
+        app.completed_calls("acme", TOKEN, "CAbad", 10).await;
         watcher
             .wait_for("subscription.disabled", |r| !r.is_empty())
             .await;
@@ -348,10 +345,7 @@ crate::dual! {
         app.subscribe("acme", &dead.url, &["*"]).await;
         app.subscribe("acme", &healthy.url, &["*"]).await;
         let start = Instant::now();
-        for i in 0..100 {
-            app.twilio_status("acme", TOKEN, &format!("CAiso{i}"), "completed")
-                .await;
-        }
+        app.completed_calls("acme", TOKEN, "CAiso", 100).await;
         healthy.wait_for("100 deliveries", |r| r.len() == 100).await;
         assert!(
             start.elapsed() < Duration::from_secs(3),
@@ -598,13 +592,7 @@ crate::dual! {
         app.twilio_tenant("acme", TOKEN).await;
         app.subscribe("acme", &dead.url, &["*"]).await;
         app.subscribe("acme", &healthy.url, &["*"]).await;
-        let calls: Vec<String> = (0..900).map(|i| format!("CAst{i}")).collect();
-        for chunk in calls.chunks(50) {
-            futures_util::future::join_all(
-                chunk.iter().map(|c| app.twilio_status("acme", TOKEN, c, "completed")),
-            )
-            .await;
-        }
+        app.completed_calls("acme", TOKEN, "CAst", 900).await;
         healthy.wait_for("900 deliveries", |r| r.len() == 900).await;
         // More due deliveries of the dead subscription than one claim takes: the healthy
         // receiver now fails once, and that retry must still be claimed at once.
@@ -751,13 +739,7 @@ crate::dual! {
         // and claimed later. Every event arrives exactly once.
         let rx = Receiver::start(Arc::new(|_, _| (200, vec![], Duration::from_millis(100)))).await;
         let (app, _, _) = app_with_sub(&["*"], &rx).await;
-        let calls: Vec<String> = (0..600).map(|i| format!("CAspill{i}")).collect();
-        for chunk in calls.chunks(50) {
-            futures_util::future::join_all(
-                chunk.iter().map(|c| app.twilio_status("acme", TOKEN, c, "completed")),
-            )
-            .await;
-        }
+        app.completed_calls("acme", TOKEN, "CAspill", 600).await;
         app.wait_deliveries("acme", "succeeded", 600).await;
         let got = rx.received();
         let ids: std::collections::HashSet<String> =

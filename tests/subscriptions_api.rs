@@ -197,10 +197,7 @@ crate::dual! {
         let rx = Receiver::answering(400).await;
         let app = app_with_schedule("100ms,100ms").await;
         let (id, _) = app.subscribe("acme", &rx.url, &["*"]).await;
-        for i in 0..9 {
-            app.twilio_status("acme", TOKEN, &format!("CAfa{i}"), "completed")
-                .await;
-        }
+        app.completed_calls("acme", TOKEN, "CAfa", 9).await;
         app.wait_deliveries("acme", "failed", 9).await;
         let sub = get_json(&app, &sub_path(&id)).await;
         assert_eq!(
@@ -212,10 +209,7 @@ crate::dual! {
         app.twilio_status("acme", TOKEN, "CAok", "completed").await;
         app.wait_deliveries("acme", "succeeded", 1).await;
         rx.set(Receiver::always(400));
-        for i in 0..9 {
-            app.twilio_status("acme", TOKEN, &format!("CAfb{i}"), "completed")
-                .await;
-        }
+        app.completed_calls("acme", TOKEN, "CAfb", 9).await;
         app.wait_deliveries("acme", "failed", 18).await;
         let sub = get_json(&app, &sub_path(&id)).await;
         assert_eq!(

@@ -200,6 +200,20 @@ impl TestApp {
         b.send().await.unwrap()
     }
 
+    /// Sends signed `completed` status callbacks for calls `{prefix}0` … `{prefix}{n-1}`, 50 at
+    /// a time, and asserts each was acknowledged.
+    pub async fn completed_calls(&self, tenant: &str, token: &str, prefix: &str, n: usize) {
+        let calls: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+        for chunk in calls.chunks(50) {
+            futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|c| self.twilio_status(tenant, token, c, "completed")),
+            )
+            .await;
+        }
+    }
+
     /// POSTs `body` to `path` with exactly these headers, as a provider (or a forger) would.
     pub async fn post(
         &self,
