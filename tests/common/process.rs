@@ -49,6 +49,34 @@ impl Gateway {
         let _ = child.wait();
     }
 
+    /// SIGTERM, as a supervisor stops it; returns whether it exited successfully within `limit`.
+    pub async fn terminate(&self, limit: Duration) -> bool {
+        let pid = self
+            .child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .id()
+            .to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + limit;
+        loop {
+            let exited = self
+                .child
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_wait()
+                .unwrap();
+            if let Some(status) = exited {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn ready(&self, client: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
