@@ -67,6 +67,8 @@ struct Inner {
     in_memory: AtomicUsize,
     /// Taken (closed) at shutdown once every in-flight attempt has reported.
     results: Mutex<Option<mpsc::UnboundedSender<AttemptRecord>>>,
+    /// Deliveries handed back to the database, released in batches by one task.
+    releases: mpsc::UnboundedSender<String>,
     wake: Notify,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -97,6 +99,8 @@ impl Delivery {
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (releases, to_release) = mpsc::unbounded_channel();
+        tokio::spawn(release_loop(store.clone(), to_release));
         let targets = Arc::new(s.targets);
         let inner = Arc::new(Inner {
             client: client::build_client(targets.clone(), s.timeout),
@@ -109,6 +113,7 @@ impl Delivery {
             queues: Mutex::new(HashMap::new()),
             in_memory: AtomicUsize::new(0),
             results: Mutex::new(Some(tx)),
+            releases,
             wake: Notify::new(),
             tracker: TaskTracker::new(),
             shutdown,
@@ -171,14 +176,9 @@ impl Delivery {
                 }
             }
         }
-        if !overflow.is_empty() {
-            // A slow receiver's backlog waits in the database, not in memory.
-            let store = self.inner.store.clone();
-            self.inner.tracker.spawn(async move {
-                if let Err(e) = store.release_leases(&overflow).await {
-                    tracing::warn!(error = %e, "releasing leases failed; they expire instead");
-                }
-            });
+        // A slow receiver's backlog waits in the database, not in memory.
+        for id in overflow {
+            let _ = self.inner.releases.send(id);
         }
     }
 
@@ -386,6 +386,18 @@ impl Delivery {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+/// Releases the leases of deliveries handed back to the database, as many per transaction as
+/// have gathered (a failure leaves them to expire instead). Ends with the worker.
+async fn release_loop(store: DynStore, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut ids = Vec::new();
+    while rx.recv_many(&mut ids, 4096).await > 0 {
+        if let Err(e) = store.release_leases(&ids).await {
+            tracing::warn!(error = %e, "releasing leases failed; they expire instead");
+        }
+        ids.clear();
     }
 }
 
