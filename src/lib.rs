@@ -81,11 +81,13 @@ pub async fn run(
     );
     let waker = delivery.clone();
     store.watch_pending(Arc::new(move || waker.wake()), worker_stop.clone());
-    let to_worker = delivery.clone();
-    let (batcher, writer) =
-        store::batcher::Batcher::spawn(store.clone(), metrics.clone(), move |jobs| {
-            to_worker.submit(jobs)
-        });
+    let (to_worker, held) = (delivery.clone(), delivery.clone());
+    let (batcher, writer) = store::batcher::Batcher::spawn(
+        store.clone(),
+        metrics.clone(),
+        move |jobs| to_worker.submit(jobs),
+        move || held.spilled(),
+    );
     let retention = spawn_retention(store.clone(), config.retention, shutdown.clone());
     let state = Arc::new(http::AppState::new(
         config, store, batcher, admin_hash, delivery, metrics,

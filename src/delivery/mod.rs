@@ -182,6 +182,16 @@ impl Delivery {
         }
     }
 
+    /// Subscriptions whose backlog waits in the database: their new deliveries go there too.
+    pub fn spilled(&self) -> std::collections::HashSet<String> {
+        let queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues
+            .iter()
+            .filter(|(_, q)| q.spilled)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Wakes the poller (something became due: a recovery, a redelivery, a re-enabled target).
     pub fn wake(&self) {
         self.inner.wake.notify_one();

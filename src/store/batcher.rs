@@ -2,6 +2,7 @@
 //! only after that transaction has committed. Under load this turns many fsyncs into one without
 //! giving up durability; when idle, a lone callback is committed at once (no waiting window).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -23,18 +24,20 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the writer. Committed deliveries are passed to `on_deliveries` (the in-process
-    /// delivery worker) after each commit.
+    /// delivery worker) after each commit, except those to the subscriptions `held` names at
+    /// the time (their backlog waits in the database; the worker claims them in order).
     pub fn spawn(
         store: DynStore,
         metrics: Arc<Metrics>,
         on_deliveries: impl Fn(Vec<Job>) + Send + 'static,
+        held: impl Fn() -> HashSet<String> + Send + 'static,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(IngestItem, Reply)>(4 * MAX_BATCH);
         let handle = tokio::spawn(async move {
             let mut buf = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
                 let (items, replies): (Vec<_>, Vec<_>) = buf.drain(..).unzip();
-                match store.ingest_batch(&items).await {
+                match store.ingest_batch_holding(&items, &held()).await {
                     Ok(res) => {
                         for (item, r) in items.iter().zip(&res.results) {
                             metrics.ingested(item.provider, &item.kind, r);

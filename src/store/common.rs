@@ -187,6 +187,7 @@ impl Backend {
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
         items: &[IngestItem],
+        held: &CommonHashSet<String>,
     ) -> sqlx::Result<IngestBatchResult> {
         let now = now_ms();
         let mut results: Vec<Option<IngestResult>> = vec![None; items.len()];
@@ -390,20 +391,22 @@ impl Backend {
             .await?;
         }
         let mut out = IngestBatchResult::default();
-        self.insert_events_in_tx(conn, &emitted, now, &mut out.jobs).await?;
+        self.insert_events_in_tx(conn, &emitted, now, &mut out.jobs, held).await?;
         let inbound: Vec<InboundRow<'_>> = inbound.into_iter().flatten().collect();
         Self::insert_inbound(conn, &inbound).await?;
         out.results = results.into_iter().map(|r| r.unwrap_or(IngestResult::Rejected)).collect();
         Ok(out)
     }
 
-    /// Inserts events and one pending delivery per matching enabled subscription of each.
+    /// Inserts events and one pending delivery per matching enabled subscription of each
+    /// (unleased for the `held` subscriptions).
     async fn insert_events_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
         events: &[&crate::event::NewEvent],
         now: i64,
         jobs: &mut Vec<Job>,
+        held: &CommonHashSet<String>,
     ) -> sqlx::Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -448,20 +451,22 @@ impl Backend {
             };
             targets.push((stored, to));
         }
-        self.insert_deliveries_in_tx(conn, &targets, now, jobs).await?;
+        self.insert_deliveries_in_tx(conn, &targets, now, jobs, held).await?;
         Ok(())
     }
 
-    /// One pending delivery per (event, subscription); returns their ids. A delivery at the head of its chain is
-    /// leased to this instance and returned as a job to send at once; one behind an earlier
-    /// pending delivery of the same call or payment (stored, or earlier in `targets`) waits,
-    /// unleased, for that one to finish.
+    /// One pending delivery per (event, subscription); returns their ids. A delivery at the
+    /// head of its chain is leased to this instance and returned as a job to send at once; one
+    /// behind an earlier pending delivery of the same call or payment (stored, or earlier in
+    /// `targets`) waits, unleased, for that one to finish; one to a `held` subscription (its
+    /// backlog is in the database) is left unleased for the poller to claim in order.
     async fn insert_deliveries_in_tx(
         &self,
         conn: &mut <Db as sqlx::Database>::Connection,
         targets: &[(StoredEventRef<'_>, Vec<String>)],
         now: i64,
         jobs: &mut Vec<Job>,
+        held: &CommonHashSet<String>,
     ) -> sqlx::Result<Vec<String>> {
         let chains: Vec<(&str, &str)> = targets
             .iter()
@@ -480,8 +485,9 @@ impl Backend {
         for (ev, to) in targets {
             for sub in to {
                 let blocked = ev.chained && !pending.insert((sub.clone(), ev.ordering_key.to_owned()));
+                let leased = !blocked && !held.contains(sub);
                 let id = crate::event::prefixed_id("dlv_");
-                if !blocked {
+                if leased {
                     jobs.push(Job {
                         delivery_id: id.clone(),
                         event_id: ev.id.to_owned(),
@@ -493,7 +499,7 @@ impl Backend {
                         event_type: ev.event_type.to_owned(),
                     });
                 }
-                rows.push((id, ev, sub, blocked));
+                rows.push((id, ev, sub, leased));
             }
         }
         if rows.is_empty() {
@@ -507,9 +513,9 @@ impl Backend {
             "",
             10,
             &rows,
-            |b, (id, ev, sub, blocked)| {
+            |b, (id, ev, sub, leased)| {
                 let (locked_until, locked_by) =
-                    if *blocked { (None, None) } else { (Some(lease_until), Some(self.instance_id.as_str())) };
+                    if *leased { (Some(lease_until), Some(self.instance_id.as_str())) } else { (None, None) };
                 b.push_bind(id.as_str())
                     .push_bind(ev.tenant)
                     .push_bind(ev.id)
@@ -632,10 +638,14 @@ impl crate::store::Store for Backend {
         Ok(row.map(|r| r.0))
     }
 
-    async fn ingest_batch(&self, items: &[IngestItem]) -> StoreResult<IngestBatchResult> {
+    async fn ingest_batch_holding(
+        &self,
+        items: &[IngestItem],
+        held: &std::collections::HashSet<String>,
+    ) -> StoreResult<IngestBatchResult> {
         let mut tx = self.begin_write().await?;
         Self::lock_tenants(&mut tx, items.iter().map(|i| i.tenant_id.as_str())).await?;
-        let out = self.ingest_in_tx(&mut tx, items).await?;
+        let out = self.ingest_in_tx(&mut tx, items, held).await?;
         tx.commit().await?;
         Ok(out)
     }

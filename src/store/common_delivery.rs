@@ -188,7 +188,7 @@ impl Backend {
             event_type: crate::event::EventType::SubscriptionDisabled,
             subject: None,
         };
-        self.insert_events_in_tx(conn, &[&ev], now, jobs).await
+        self.insert_events_in_tx(conn, &[&ev], now, jobs, &CommonHashSet::new()).await
     }
 
     async fn fail_pending_in_tx(
@@ -578,7 +578,9 @@ impl crate::store::DeliveryStore for Backend {
             body: body.into(),
         };
         let mut jobs = Vec::new();
-        let ids = self.insert_deliveries_in_tx(&mut tx, &[(stored, targets)], now, &mut jobs).await?;
+        let ids = self
+            .insert_deliveries_in_tx(&mut tx, &[(stored, targets)], now, &mut jobs, &CommonHashSet::new())
+            .await?;
         tx.commit().await?;
         Ok((jobs, ids))
     }
@@ -605,7 +607,8 @@ impl crate::store::DeliveryStore for Backend {
             body: body.into(),
         };
         let mut jobs = Vec::new();
-        self.insert_deliveries_in_tx(&mut tx, &[(stored, vec![subscription.to_owned()])], now, &mut jobs)
+        let none = CommonHashSet::new();
+        self.insert_deliveries_in_tx(&mut tx, &[(stored, vec![subscription.to_owned()])], now, &mut jobs, &none)
             .await?;
         tx.commit().await?;
         jobs.pop().ok_or(StoreError::NotFound("subscription"))

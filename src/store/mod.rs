@@ -257,7 +257,18 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
 
     /// Commits every item in one transaction: inbound log, dedup key, subject state, event and
     /// its deliveries. All or nothing.
-    async fn ingest_batch(&self, items: &[IngestItem]) -> StoreResult<IngestBatchResult>;
+    async fn ingest_batch(&self, items: &[IngestItem]) -> StoreResult<IngestBatchResult> {
+        self.ingest_batch_holding(items, &std::collections::HashSet::new())
+            .await
+    }
+    /// As [`Store::ingest_batch`], but deliveries to the `held` subscriptions (whose backlog
+    /// waits in the database) are stored unleased, for the poller to claim in order, instead of
+    /// being returned as jobs.
+    async fn ingest_batch_holding(
+        &self,
+        items: &[IngestItem],
+        held: &std::collections::HashSet<String>,
+    ) -> StoreResult<IngestBatchResult>;
 
     /// The event feed, oldest first.
     async fn list_events(
