@@ -596,10 +596,16 @@ async fn backlog(deliveries: usize, database: Option<String>) {
         .unwrap();
     println!("backlog benchmark: one subscription whose receiver refuses connections; RSS of the whole process (gateway and load generator)");
     println!(
-        "| callbacks acknowledged | pending deliveries (gateway gauge) | RSS |\n|---|---|---|"
+        "| callbacks acknowledged | pending deliveries (gateway gauge) | RSS | elapsed |\n|---|---|---|---|"
     );
-    let row =
-        |sent: String, pending: String| println!("| {sent} | {pending} | {:.0} MiB |", rss_mib());
+    let start = Instant::now();
+    let row = |sent: String, pending: String| {
+        println!(
+            "| {sent} | {pending} | {:.0} MiB | {:.0} s |",
+            rss_mib(),
+            start.elapsed().as_secs_f64()
+        )
+    };
     row("0".into(), pending_deliveries(&client, &gw.base).await);
     let mut sent = 0usize;
     let step = (deliveries / 10).max(1);
