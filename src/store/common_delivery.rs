@@ -1,5 +1,6 @@
 // The delivery queue and subscriptions, shared by every SQL backend (included like `common.rs`;
-// the backend also defines `CLAIM_SUFFIX`, the row-locking clause of the claim query).
+// the backend also defines `CLAIM_SUFFIX`, the row-locking clause of the claim query, and
+// `CLAIM_LOCKS_ROWS`, whether the claim's search must run inside the write transaction).
 
 use crate::store::{AttemptRecord, AttemptRow, DeliveryRow, Finish, SubscriptionRow};
 
@@ -95,7 +96,7 @@ impl Backend {
         for ids in ids.chunks(MAX_BINDS) {
             let mut qb = sqlx::QueryBuilder::<Db>::new("UPDATE deliveries SET locked_until = ");
             qb.push_bind(now + self.lease_ms).push(", locked_by = ").push_bind(&self.instance_id);
-            qb.push(" WHERE (locked_until IS NULL OR locked_until < ").push_bind(now).push(") AND ");
+            qb.push(" WHERE status = 'pending' AND (locked_until IS NULL OR locked_until < ").push_bind(now).push(") AND ");
             push_in(&mut qb, "id", ids);
             qb.push(" RETURNING id");
             let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
@@ -466,15 +467,28 @@ impl crate::store::DeliveryStore for Backend {
 
     async fn claim_due(&self, limit: i64, skip_subscriptions: &[String]) -> StoreResult<Vec<Job>> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
         // (Past the parameter limit, the rest of the busy subscriptions are filtered here.)
         let skip = &skip_subscriptions[..skip_subscriptions.len().min(MAX_BINDS)];
         let sql = claim_sql(skip.len());
-        let mut query = sqlx::query_as(&sql).bind(now).bind(limit);
-        for s in skip {
-            query = query.bind(s);
-        }
-        let rows: Vec<JobTuple> = query.persistent(skip.is_empty()).fetch_all(&mut *tx).await?;
+        let query = || {
+            let mut query = sqlx::query_as(&sql).bind(now).bind(limit);
+            for s in skip {
+                query = query.bind(s);
+            }
+            query.persistent(skip.is_empty())
+        };
+        // Finding due deliveries may read far through a large backlog. Where the claim locks its
+        // rows (PostgreSQL) that happens in the write transaction; elsewhere (SQLite, one
+        // writer) it happens outside, so the writer is never held by the search: the lease
+        // below only takes rows still pending and free.
+        let (mut tx, rows): (_, Vec<JobTuple>) = if CLAIM_LOCKS_ROWS {
+            let mut tx = self.begin_write().await?;
+            let rows = query().fetch_all(&mut *tx).await?;
+            (tx, rows)
+        } else {
+            let rows = query().fetch_all(&self.read).await?;
+            (self.begin_write().await?, rows)
+        };
         let rows: Vec<JobTuple> = rows.into_iter().filter(|r| !skip_subscriptions.contains(&r.3)).collect();
         let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         if ids.is_empty() {

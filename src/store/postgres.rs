@@ -134,6 +134,9 @@ pub async fn create_database(server: &str, name: &str) -> anyhow::Result<String>
 
 /// Rows another instance is claiming are skipped, not waited for.
 const CLAIM_SUFFIX: &str = "FOR UPDATE OF d SKIP LOCKED";
+/// The claim locks the rows it finds (`FOR UPDATE … SKIP LOCKED`): it searches inside the
+/// write transaction.
+const CLAIM_LOCKS_ROWS: bool = true;
 /// Leases in a shared database may belong to live instances; expired ones are taken over.
 const RELEASE_LEASES_ON_START: bool = false;
 

@@ -76,6 +76,8 @@ impl SqliteStore {
 
 /// SQLite has one writer at a time, so the claim needs no row locks.
 const CLAIM_SUFFIX: &str = "";
+/// The claim searches on a reader, outside the one writer's transaction, and leases after.
+const CLAIM_LOCKS_ROWS: bool = false;
 /// One process owns an SQLite file, so leases left in it belong to a run that has ended.
 const RELEASE_LEASES_ON_START: bool = true;
 
