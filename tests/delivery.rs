@@ -266,14 +266,10 @@ crate::dual! {
             .unwrap();
         assert_eq!(sub["enabled"], false);
         // Re-enabling through the API starts a new streak.
-        let r = app
-            .admin_json(
-                reqwest::Method::PATCH,
-                &format!("/v1/tenants/acme/subscriptions/{bad_id}"),
-                json!({"enabled": true}),
-            )
+        let sub = app
+            .patch_subscription("acme", &bad_id, json!({"enabled": true}))
             .await;
-        assert_eq!(r.json::<Value>().await.unwrap()["enabled"], true);
+        assert_eq!(sub["enabled"], true);
     }
 
     async fn events_of_one_call_arrive_in_order_without_holding_up_other_calls() {
@@ -691,14 +687,8 @@ crate::dual! {
     async fn recovering_a_disabled_subscription_is_refused() {
         let rx = Receiver::ok().await;
         let (app, id, _) = app_with_sub(&["*"], &rx).await;
-        let r = app
-            .admin_json(
-                reqwest::Method::PATCH,
-                &format!("/v1/tenants/acme/subscriptions/{id}"),
-                json!({"enabled": false}),
-            )
+        app.patch_subscription("acme", &id, json!({"enabled": false}))
             .await;
-        assert_eq!(r.status(), 200);
         let r = app
             .admin_json(
                 reqwest::Method::POST,

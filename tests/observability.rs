@@ -134,14 +134,8 @@ crate::dual! {
             assert!(std::time::Instant::now() < deadline, "six retries never recorded");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let r = app
-            .admin_json(
-                reqwest::Method::PATCH,
-                &format!("/v1/tenants/acme/subscriptions/{other}"),
-                serde_json::json!({"enabled": false}),
-            )
+        app.patch_subscription("acme", &other, serde_json::json!({"enabled": false}))
             .await;
-        assert_eq!(r.status(), 200);
 
         let text = scrape(&app).await;
         // At least the three deliveries of the enabled subscription wait for their retry.

@@ -306,10 +306,10 @@ crate::dual! {
         old_rx
             .wait_for("the first delivery", |r| r.len() == 1)
             .await;
-        let r = app
-            .admin_json(
-                reqwest::Method::PATCH,
-                &sub_path(&id),
+        let patched = app
+            .patch_subscription(
+                "acme",
+                &id,
                 json!({
                     "url": new_rx.url,
                     "event_types": ["call.completed"],
@@ -317,8 +317,6 @@ crate::dual! {
                 }),
             )
             .await;
-        assert_eq!(r.status(), 200);
-        let patched: Value = r.json().await.unwrap();
         let read = get_json(&app, &sub_path(&id)).await;
         for v in [&patched, &read] {
             assert_eq!(v["url"], new_rx.url.as_str(), "{v}");
@@ -539,14 +537,8 @@ crate::dual! {
         app.twilio_status("acme", TOKEN, "CAre", "completed").await;
         app.wait_deliveries("acme", "succeeded", 1).await;
         let event_id = newest_event_id(&app).await;
-        let r = app
-            .admin_json(
-                reqwest::Method::PATCH,
-                &sub_path(&id),
-                json!({"enabled": false}),
-            )
+        app.patch_subscription("acme", &id, json!({"enabled": false}))
             .await;
-        assert_eq!(r.status(), 200);
         let r = app
             .admin_json(
                 reqwest::Method::POST,
@@ -625,31 +617,13 @@ async fn patching_the_description_to_null_clears_it() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = app
-        .admin_json(
-            reqwest::Method::PATCH,
-            &sub_path(&id),
-            json!({"description": null}),
-        )
+    app.patch_subscription("acme", &id, json!({"description": null}))
         .await;
-    assert_eq!(r.status(), 200);
     let read = get_json(&app, &sub_path(&id)).await;
     assert_eq!(read["description"], Value::Null, "{read}");
-    let r = app
-        .admin_json(
-            reqwest::Method::PATCH,
-            &sub_path(&id),
-            json!({"description": "kept"}),
-        )
+    app.patch_subscription("acme", &id, json!({"description": "kept"}))
         .await;
-    assert_eq!(r.status(), 200);
-    let r = app
-        .admin_json(
-            reqwest::Method::PATCH,
-            &sub_path(&id),
-            json!({"enabled": true}),
-        )
+    app.patch_subscription("acme", &id, json!({"enabled": true}))
         .await;
-    assert_eq!(r.status(), 200);
     assert_eq!(get_json(&app, &sub_path(&id)).await["description"], "kept");
 }

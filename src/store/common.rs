@@ -47,13 +47,12 @@ async fn execute_values<'a, T>(
     Ok(affected)
 }
 
-/// Runs `head IN (…) tail` over `values` (in chunks under the parameter limit) and collects
-/// the rows.
+/// Runs `head … IN (…)` over `values` (in chunks under the parameter limit) and collects the
+/// rows; `bind_head` writes the rest of the head, ending in the column the list is for.
 async fn fetch_in<'a, T, R>(
     conn: &mut <Db as sqlx::Database>::Connection,
     head: &str,
     values: &'a [T],
-    tail: &str,
     mut bind_head: impl FnMut(&mut sqlx::QueryBuilder<'a, Db>),
 ) -> sqlx::Result<Vec<R>>
 where
@@ -64,13 +63,7 @@ where
     for chunk in values.chunks(MAX_BINDS / 2) {
         let mut qb = sqlx::QueryBuilder::<Db>::new(head);
         bind_head(&mut qb);
-        qb.push(" IN (");
-        let mut list = qb.separated(", ");
-        for v in chunk {
-            list.push_bind(v);
-        }
-        list.push_unseparated(") ");
-        qb.push(tail);
+        push_in(&mut qb, "", chunk);
         out.extend(qb.build_query_as::<R>().persistent(false).fetch_all(&mut *conn).await?);
     }
     Ok(out)
@@ -97,7 +90,7 @@ where
         return Ok(out);
     }
     for subs in subs.chunks(MAX_BINDS / 4) {
-        let rows: Vec<R> = fetch_in(conn, head, &keys, "", |qb| {
+        let rows: Vec<R> = fetch_in(conn, head, &keys, |qb| {
             push_in(qb, "d.subscription_id", subs);
             qb.push(" AND d.ordering_key");
         })
@@ -236,7 +229,6 @@ impl Backend {
                 conn,
                 "SELECT key, event_id, status FROM dedup_keys WHERE ",
                 keys,
-                "",
                 |qb| {
                     qb.push("tenant_id = ").push_bind(*tenant).push(" AND provider = ").push_bind(*provider);
                     qb.push(" AND key");
@@ -277,7 +269,6 @@ impl Backend {
                 conn,
                 "SELECT subject, rank FROM subjects WHERE ",
                 subjects,
-                "",
                 |qb| {
                     qb.push("tenant_id = ").push_bind(*tenant).push(" AND subject");
                 },

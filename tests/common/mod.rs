@@ -258,6 +258,19 @@ impl TestApp {
         )
     }
 
+    /// PATCHes a subscription, asserts 200, and returns the answer (the changed subscription).
+    pub async fn patch_subscription(&self, tenant: &str, id: &str, body: Value) -> Value {
+        let r = self
+            .admin_json(
+                reqwest::Method::PATCH,
+                &format!("/v1/tenants/{tenant}/subscriptions/{id}"),
+                body,
+            )
+            .await;
+        assert_eq!(r.status(), 200, "PATCH subscription {id}");
+        r.json().await.unwrap()
+    }
+
     /// Sends a signed Twilio status callback and asserts it was acknowledged.
     pub async fn twilio_status(&self, tenant: &str, token: &str, call: &str, status: &str) {
         let req = hookgate::cli::twilio_request(
